@@ -1,0 +1,39 @@
+/** The stable error codes a client sees in JSON-RPC `error.data.code`. */
+export const ERROR_CODES = [
+  'NOT_FOUND',
+  'CONFLICT',
+  'INVALID_IMAGE',
+  'INCOMPATIBLE',
+  'LIMIT',
+  'SYSTEMD',
+  'UNAVAILABLE',
+  'FORBIDDEN',
+  'INTERNAL',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** The one error family of smd: a stable code, a human message and optional details. */
+export class SmError extends Error {
+  readonly code: ErrorCode;
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SmError';
+    this.code = code;
+    if (details !== undefined) this.details = details;
+  }
+}
+
+export function isSmError(err: unknown, code?: ErrorCode): err is SmError {
+  return err instanceof SmError && (code === undefined || err.code === code);
+}
+
+/** Wraps anything thrown into an SmError, keeping SmErrors as they are. */
+export function toSmError(err: unknown, fallback: ErrorCode = 'INTERNAL'): SmError {
+  if (err instanceof SmError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SmError(fallback, message, undefined, { cause: err });
+}
+
+export const notFound = (what: string, details?: Record<string, unknown>) => new SmError('NOT_FOUND', `${what} not found`, details);

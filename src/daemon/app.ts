@@ -1,0 +1,105 @@
+import { mkdirSync, accessSync, constants, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config/config.js';
+import { openDatabase, type OpenedDatabase } from '../db/database.js';
+import { SmError } from '../errors.js';
+import { EventBus } from '../events/bus.js';
+import type { Logger } from '../log.js';
+import { operationMethods } from '../operations/methods.js';
+import { Operations } from '../operations/operations.js';
+import { Dispatcher } from '../rpc/dispatcher.js';
+import { MethodRegistry } from '../rpc/registry.js';
+import { RpcServer } from '../rpc/server.js';
+import { subscriptionMethods } from '../rpc/subscriptions.js';
+import { Health } from '../system/health.js';
+import { systemMethods } from '../system/methods.js';
+
+export const PACKAGE_VERSION: string = (
+  JSON.parse(readFileSync(resolve(dirname(fileURLToPath(import.meta.url)), '../../package.json'), 'utf8')) as { version: string }
+).version;
+
+/**
+ * The composition root: builds every object in start order and passes dependencies
+ * through constructors. Nothing else in smd creates long-lived objects.
+ */
+export class Daemon {
+  readonly bus = new EventBus();
+  readonly registry = new MethodRegistry();
+  readonly health = new Health();
+  readonly startedAt = Date.now();
+  database!: OpenedDatabase;
+  operations!: Operations;
+  private servers: RpcServer[] = [];
+  private stopping: Promise<void> | null = null;
+
+  constructor(
+    readonly config: Config,
+    readonly logger: Logger,
+  ) {}
+
+  /** Everything up to accepting requests; READY=1 may be sent once this resolves. */
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    ensureWritableDir(config.dataDir, 'dataDir');
+    ensureWritableDir(config.runDir, 'runDir');
+    ensureWritableDir(dirname(config.database.path), 'database.path');
+
+    this.database = openDatabase(config.database.path);
+    this.health.register('db', () => {
+      const ok = this.database.sqlite.prepare('SELECT 1 AS one').get() as { one: number } | undefined;
+      return { ok: ok?.one === 1, detail: `schema version ${this.database.schemaVersion}` };
+    });
+
+    this.operations = new Operations(this.database.db, this.bus, logger.child({ module: 'operations' }));
+    const interrupted = this.operations.failInterrupted();
+    if (interrupted.length > 0) logger.warn('operations interrupted by the previous stop were marked failed', { ids: interrupted.map((o) => o.id) });
+
+    this.registry.add(
+      ...systemMethods(this.database, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
+      ...operationMethods(this.operations),
+      ...subscriptionMethods(this.bus),
+    );
+
+    const dispatcher = new Dispatcher(this.registry, logger.child({ module: 'rpc' }), { maxBatch: config.rpc.maxBatch });
+    const common = { maxRequestBytes: config.rpc.maxRequestBytes };
+    this.servers = [
+      new RpcServer(dispatcher, logger, { ...common, path: config.socket, readOnly: false, mode: 0o660 }),
+      new RpcServer(dispatcher, logger, { ...common, path: config.readOnlySocket, readOnly: true, mode: 0o666 }),
+    ];
+    for (const server of this.servers) await server.listen();
+    logger.info('smd started', { socket: config.socket, readOnlySocket: config.readOnlySocket, database: config.database.path });
+  }
+
+  /** One line for systemd's STATUS=. */
+  statusLine(): string {
+    const running = this.operations.list({ state: 'running' }).length;
+    const clients = this.servers.reduce((n, s) => n + s.connectionCount, 0);
+    return `serving; ${running} operations running; ${clients} clients`;
+  }
+
+  /** Orderly shutdown: stop accepting, let running work settle (bounded), close the database. */
+  stop(graceMs = 10_000): Promise<void> {
+    this.stopping ??= (async () => {
+      await Promise.all(this.servers.map((s) => s.close()));
+      if (this.operations) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([this.operations.drain(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+        clearTimeout(timer);
+      }
+      this.database?.close();
+      this.logger.info('smd stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+/** Creates the directory if needed and proves it is writable, or stops with a one-line reason. */
+function ensureWritableDir(dir: string, key: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new SmError('INTERNAL', `${key} ${dir} is not a writable directory: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { key, dir });
+  }
+}

@@ -1,0 +1,245 @@
+import { randomUUID } from 'node:crypto';
+import { and, desc, eq, inArray } from 'drizzle-orm';
+import type { Db } from '../db/database.js';
+import { operations, operationSteps } from '../db/schema.js';
+import type { EventBus } from '../events/bus.js';
+import { notFound, toSmError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export type OperationState = 'pending' | 'running' | 'succeeded' | 'failed';
+
+/** The Operation object clients see (SPEC section 7). */
+export interface Operation {
+  id: string;
+  kind: string;
+  target: string | null;
+  state: OperationState;
+  progress: number;
+  step: string | null;
+  error: { code: string; message: string; details?: unknown } | null;
+  result: unknown;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface OperationStep {
+  name: string;
+  state: 'running' | 'succeeded' | 'failed';
+  progress: number;
+  message: string | null;
+  time: number;
+}
+
+/** What a running action uses to report where it is. */
+export interface OperationHandle {
+  readonly id: string;
+  /** Ends the current step (succeeded) and begins the next. */
+  step(name: string, message?: string): void;
+  /** Overall progress 0..100; persisted and published when the whole percent changes. */
+  progress(percent: number): void;
+}
+
+export interface StartOptions<T> {
+  kind: string;
+  target?: string | null;
+  inputs?: Record<string, unknown>;
+  /** Operations with the same key run one after another, in order of arrival. */
+  lockKey?: string;
+  work(op: OperationHandle): Promise<T>;
+}
+
+type Row = typeof operations.$inferSelect;
+
+/**
+ * Long actions as persisted operations: every state change is one transaction and one
+ * `operation` event, so a client (or a restart) always knows what was asked and how it ended.
+ */
+export class Operations {
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly active = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly bus: EventBus,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Operations left pending or running by a crash are failed with the reason. Returns how many. */
+  failInterrupted(reason = 'interrupted: smd stopped before this operation finished'): Operation[] {
+    const stale = this.db.select().from(operations).where(inArray(operations.state, ['pending', 'running'])).all();
+    const now = Date.now();
+    for (const row of stale) {
+      this.db.transaction((tx) => {
+        tx.update(operations)
+          .set({ state: 'failed', error: JSON.stringify({ code: 'INTERNAL', message: reason }), updatedAt: now })
+          .where(eq(operations.id, row.id))
+          .run();
+        tx.update(operationSteps).set({ state: 'failed', message: reason, time: now }).where(and(eq(operationSteps.operationId, row.id), eq(operationSteps.state, 'running'))).run();
+      });
+      this.publish(this.getRow(row.id));
+    }
+    return stale.map((r) => this.toOperation(this.getRow(r.id)));
+  }
+
+  /** Records the operation and runs its work in the background. Returns it as created. */
+  start<T>(opts: StartOptions<T>): Operation {
+    const now = Date.now();
+    const id = randomUUID();
+    const previous = opts.lockKey ? this.locks.get(opts.lockKey) : undefined;
+    this.db
+      .insert(operations)
+      .values({ id, kind: opts.kind, target: opts.target ?? null, state: previous ? 'pending' : 'running', progress: 0, inputs: JSON.stringify(opts.inputs ?? {}), createdAt: now, updatedAt: now })
+      .run();
+    const created = this.getRow(id);
+    this.publish(created);
+
+    const runIt = async () => {
+      if (previous) {
+        await previous.catch(() => {});
+        this.update(id, { state: 'running' });
+      }
+      await this.execute(id, opts.work);
+    };
+    const done = runIt();
+    if (opts.lockKey) {
+      const key = opts.lockKey;
+      this.locks.set(key, done);
+      void done.finally(() => {
+        if (this.locks.get(key) === done) this.locks.delete(key);
+      });
+    }
+    this.active.add(done);
+    void done.finally(() => this.active.delete(done));
+    return this.toOperation(created);
+  }
+
+  get(id: string): Operation {
+    return this.toOperation(this.getRow(id));
+  }
+
+  steps(id: string): OperationStep[] {
+    this.getRow(id);
+    return this.db
+      .select()
+      .from(operationSteps)
+      .where(eq(operationSteps.operationId, id))
+      .orderBy(operationSteps.id)
+      .all()
+      .map((s) => ({ name: s.name, state: s.state, progress: s.progress, message: s.message, time: s.time }));
+  }
+
+  list(filter: { state?: OperationState; limit?: number } = {}): Operation[] {
+    const q = this.db.select().from(operations);
+    const rows = (filter.state ? q.where(eq(operations.state, filter.state)) : q).orderBy(desc(operations.createdAt)).limit(filter.limit ?? 200).all();
+    return rows.map((r) => this.toOperation(r));
+  }
+
+  /** Resolves with the operation once finished, or as it is when the timeout passes. */
+  wait(id: string, timeoutMs: number): Promise<Operation> {
+    const current = this.get(id);
+    if (isFinished(current.state)) return Promise.resolve(current);
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        unsubscribe();
+        resolve(this.get(id));
+      };
+      const unsubscribe = this.bus.subscribe('operation', (ev) => {
+        if (ev.id === id && isFinished(ev.state as OperationState)) finish();
+      });
+      const timer = setTimeout(finish, timeoutMs);
+      // The state may have changed between the read above and the subscription.
+      if (isFinished(this.get(id).state)) finish();
+    });
+  }
+
+  /** Waits for every running operation's work to settle (used at shutdown and in tests). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.active]);
+  }
+
+  private async execute<T>(id: string, work: (op: OperationHandle) => Promise<T>): Promise<void> {
+    let lastPercent = 0;
+    let currentStep: number | null = null;
+    const endStep = (state: 'succeeded' | 'failed', message?: string) => {
+      if (currentStep === null) return;
+      this.db
+        .update(operationSteps)
+        .set({ state, time: Date.now(), ...(message !== undefined ? { message } : {}) })
+        .where(eq(operationSteps.id, currentStep))
+        .run();
+      currentStep = null;
+    };
+    const handle: OperationHandle = {
+      id,
+      step: (name, message) => {
+        this.db.transaction(() => {
+          endStep('succeeded');
+          currentStep = Number(
+            this.db.insert(operationSteps).values({ operationId: id, name, state: 'running', progress: 0, message: message ?? null, time: Date.now() }).run().lastInsertRowid,
+          );
+          this.update(id, { step: name });
+        });
+      },
+      progress: (percent) => {
+        const p = Math.max(0, Math.min(100, Math.floor(percent)));
+        if (p === lastPercent) return;
+        lastPercent = p;
+        this.update(id, { progress: p });
+      },
+    };
+    try {
+      const result = await work(handle);
+      this.db.transaction(() => {
+        endStep('succeeded');
+        this.update(id, { state: 'succeeded', progress: 100, result: JSON.stringify(result ?? null) });
+      });
+    } catch (err) {
+      const e = toSmError(err);
+      if (e.code === 'INTERNAL') this.logger.error('operation failed', { id, err: e });
+      this.db.transaction(() => {
+        endStep('failed', e.message);
+        this.update(id, { state: 'failed', error: JSON.stringify({ code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) }) });
+      });
+    }
+  }
+
+  private update(id: string, set: Partial<Pick<Row, 'state' | 'progress' | 'step' | 'error' | 'result'>>): void {
+    this.db
+      .update(operations)
+      .set({ ...set, updatedAt: Date.now() })
+      .where(eq(operations.id, id))
+      .run();
+    this.publish(this.getRow(id));
+  }
+
+  private getRow(id: string): Row {
+    const row = this.db.select().from(operations).where(eq(operations.id, id)).get();
+    if (!row) throw notFound(`operation ${id}`, { id });
+    return row;
+  }
+
+  private publish(row: Row): void {
+    const op = this.toOperation(row);
+    this.bus.publish('operation', { id: op.id, kind: op.kind, target: op.target, state: op.state, progress: op.progress, step: op.step, error: op.error });
+  }
+
+  private toOperation(row: Row): Operation {
+    return {
+      id: row.id,
+      kind: row.kind,
+      target: row.target,
+      state: row.state,
+      progress: row.progress,
+      step: row.step,
+      error: row.error ? (JSON.parse(row.error) as Operation['error']) : null,
+      result: row.result ? JSON.parse(row.result) : null,
+      createdAt: row.createdAt,
+      updatedAt: row.updatedAt,
+    };
+  }
+}
+
+export function isFinished(state: OperationState): boolean {
+  return state === 'succeeded' || state === 'failed';
+}

@@ -1,0 +1,88 @@
+import type { z } from 'zod';
+import { SmError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { RPC, RpcProtocolError, errorResponse, isValidId, toErrorObject, type JsonRpcId, type JsonRpcResponse } from './protocol.js';
+import type { CallContext, MethodRegistry } from './registry.js';
+
+export interface DispatcherOptions {
+  maxBatch: number;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Turns one framed message (a request or a batch) into the reply to send, or null when
+ * nothing is owed (notifications only). Never throws.
+ */
+export class Dispatcher {
+  constructor(
+    private readonly registry: MethodRegistry,
+    private readonly logger: Logger,
+    private readonly opts: DispatcherOptions,
+  ) {}
+
+  async handle(raw: Uint8Array, ctx: CallContext): Promise<JsonRpcResponse | JsonRpcResponse[] | null> {
+    let message: unknown;
+    try {
+      message = JSON.parse(strictUtf8.decode(raw));
+    } catch (err) {
+      const why = err instanceof TypeError ? 'invalid UTF-8' : (err as Error).message;
+      return errorResponse(null, { code: RPC.PARSE_ERROR, message: `Parse error: ${why}` });
+    }
+    if (Array.isArray(message)) {
+      if (message.length === 0) return errorResponse(null, { code: RPC.INVALID_REQUEST, message: 'Invalid Request: empty batch' });
+      if (message.length > this.opts.maxBatch) {
+        return errorResponse(null, { code: RPC.INVALID_REQUEST, message: `Invalid Request: batch of ${message.length} exceeds the limit of ${this.opts.maxBatch}` });
+      }
+      const replies = await Promise.all(message.map((m) => this.handleOne(m, ctx)));
+      const owed = replies.filter((r): r is JsonRpcResponse => r !== null);
+      return owed.length > 0 ? owed : null;
+    }
+    return this.handleOne(message, ctx);
+  }
+
+  private async handleOne(message: unknown, ctx: CallContext): Promise<JsonRpcResponse | null> {
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+      return errorResponse(null, { code: RPC.INVALID_REQUEST, message: 'Invalid Request: not an object' });
+    }
+    const req = message as Record<string, unknown>;
+    const hasId = Object.hasOwn(req, 'id');
+    const id: JsonRpcId = hasId && isValidId(req.id) ? req.id : null;
+    if (req.jsonrpc !== '2.0' || typeof req.method !== 'string' || (hasId && !isValidId(req.id))) {
+      return errorResponse(id, { code: RPC.INVALID_REQUEST, message: 'Invalid Request: needs jsonrpc "2.0", a string method and a string, number or null id' });
+    }
+    try {
+      const result = await this.call(req.method, req.params, ctx);
+      return hasId ? { jsonrpc: '2.0', id, result: result === undefined ? null : result } : null;
+    } catch (err) {
+      const error = toErrorObject(err);
+      if (error.code === RPC.APPLICATION_ERROR && (error.data as { code?: string } | undefined)?.code === 'INTERNAL') {
+        this.logger.error('method failed', { method: req.method, err });
+      }
+      return hasId ? errorResponse(id, error) : null;
+    }
+  }
+
+  /** Validates and runs one method call; used for in-process calls too. */
+  async call(method: string, params: unknown, ctx: CallContext): Promise<unknown> {
+    const spec = this.registry.get(method);
+    if (!spec) throw new RpcProtocolError(RPC.METHOD_NOT_FOUND, `Method not found: ${method}`);
+    if (spec.mutating && ctx.readOnly) throw new SmError('FORBIDDEN', `${method} changes state and is not allowed on the read-only socket`, { method });
+    if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
+      throw new RpcProtocolError(RPC.INVALID_PARAMS, 'Invalid params: params must be an object (by-name)', { issues: [{ path: '', message: 'expected an object' }] });
+    }
+    const parsed = spec.params.safeParse(params ?? {});
+    if (!parsed.success) throw invalidParams(parsed.error);
+    return spec.handler(parsed.data, ctx);
+  }
+}
+
+function invalidParams(error: z.ZodError): RpcProtocolError {
+  const issues = error.issues.map((i) => {
+    const keys = (i as { keys?: string[] }).keys;
+    const path = [...i.path, ...(i.code === 'unrecognized_keys' && keys ? [keys[0]] : [])].map(String).join('.');
+    return { path, message: i.message };
+  });
+  const first = issues[0];
+  return new RpcProtocolError(RPC.INVALID_PARAMS, `Invalid params: ${first ? `${first.path || '(params)'}: ${first.message}` : 'rejected'}`, { issues });
+}

@@ -135,9 +135,9 @@ export class Operations {
   }
 
   /** Resolves with the operation once finished, or as it is when the timeout passes. */
-  wait(id: string, timeoutMs: number): Promise<Operation> {
+  async wait(id: string, timeoutMs: number): Promise<Operation> {
     const current = this.get(id);
-    if (isFinished(current.state)) return Promise.resolve(current);
+    if (isFinished(current.state)) return current;
     return new Promise((resolve) => {
       const finish = () => {
         clearTimeout(timer);

@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { RpcClient, RpcCallError } from './client.js';
+import { duration, keyValues, table, time } from './format.js';
+import { followOperation } from './progress.js';
+
+/** Exit codes: 0 ok, 1 smd answered with an error or the action failed, 2 usage, 3 smd unreachable. */
+const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
+
+class Unreachable extends Error {}
+
+interface Globals {
+  socket: string;
+  json: boolean;
+}
+
+const program = new Command('smctl')
+  .description('Control smd, the on-device service manager, over its JSON-RPC socket')
+  .addOption(new Option('-s, --socket <path>', 'smd socket').env('SMD_SOCKET').default('/run/smd/smd.sock'))
+  .option('--json', 'print JSON for scripts', false)
+  .showHelpAfterError()
+  .exitOverride();
+
+function globals(): Globals {
+  return program.opts<Globals>();
+}
+
+async function withClient<T>(fn: (c: RpcClient) => Promise<T>): Promise<T> {
+  let client: RpcClient;
+  try {
+    client = await RpcClient.connect(globals().socket);
+  } catch (err) {
+    throw new Unreachable((err as Error).message);
+  }
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+/** Prints JSON with --json, else the human rendering. */
+function out(value: unknown, human: () => string): void {
+  process.stdout.write((globals().json ? JSON.stringify(value, null, 2) : human()) + '\n');
+}
+
+const opColumns = ['id', 'kind', 'target', 'state', 'progress', 'step', 'updated'];
+const opRow = (o: Record<string, unknown>) => ({ ...o, updated: time(o.updatedAt as number), progress: `${String(o.progress)}%` });
+
+program
+  .command('info')
+  .description('what smd is running and since when')
+  .action(() =>
+    withClient(async (c) => {
+      const info = await c.call<Record<string, unknown>>('system.info');
+      out(info, () => keyValues({ ...info, startedAt: time(info.startedAt as number), uptime: duration(info.uptimeMs as number), uptimeMs: undefined }));
+    }),
+  );
+
+program
+  .command('health')
+  .description('health of database, systemd, traffic and journal (exit 1 when not ok)')
+  .action(() =>
+    withClient(async (c) => {
+      const h = await c.call<{ ok: boolean; checks: Record<string, { ok: boolean; detail: string }> }>('system.health');
+      out(h, () => `${h.ok ? 'ok' : 'NOT OK'}\n` + table(Object.entries(h.checks).map(([name, v]) => ({ check: name, ok: v.ok ? 'ok' : 'FAIL', detail: v.detail })), ['check', 'ok', 'detail']));
+      if (!h.ok) process.exitCode = EXIT.failed;
+    }),
+  );
+
+const ops = program.command('ops').description('operations: long actions and how they ended');
+ops
+  .command('ls', { isDefault: true })
+  .description('recent operations')
+  .addOption(new Option('--state <state>', 'only this state').choices(['pending', 'running', 'succeeded', 'failed']))
+  .action((o: { state?: string }) =>
+    withClient(async (c) => {
+      const list = await c.call<Record<string, unknown>[]>('operations.list', o.state ? { state: o.state } : {});
+      out(list, () => table(list.map(opRow), opColumns));
+    }),
+  );
+ops
+  .command('get <id>')
+  .description('one operation with its steps')
+  .action((id: string) =>
+    withClient(async (c) => {
+      const op = await c.call<Record<string, unknown> & { steps: Record<string, unknown>[] }>('operations.get', { id });
+      out(op, () => keyValues({ ...op, steps: undefined, createdAt: time(op.createdAt as number), updatedAt: time(op.updatedAt as number) }) + '\n\n' + table(op.steps.map((s) => ({ ...s, time: time(s.time as number) })), ['name', 'state', 'message', 'time']));
+    }),
+  );
+ops
+  .command('wait <id>')
+  .description('wait until an operation has finished (exit 1 if it failed)')
+  .option('--timeout <ms>', 'give up after this many milliseconds', (v) => Number.parseInt(v, 10))
+  .action((id: string, o: { timeout?: number }) =>
+    withClient(async (c) => {
+      const op = await c.call<Parameters<typeof followOperation>[1]>('operations.get', { id });
+      const done = await followOperation(c, op, { tty: process.stderr.isTTY === true && !globals().json, ...(o.timeout !== undefined ? { timeoutMs: o.timeout } : {}) });
+      out(done, () => `${done.id} ${done.state}${done.error ? `: ${done.error.code}: ${done.error.message}` : ''}`);
+      if (done.state !== 'succeeded') process.exitCode = EXIT.failed;
+    }),
+  );
+
+program
+  .command('events [topics...]')
+  .description('print events as they happen (topics: service operation alert traffic users; default all)')
+  .action((topics: string[]) =>
+    withClient(async (c) => {
+      const wanted = topics.length > 0 ? topics : ['service', 'operation', 'alert', 'traffic', 'users'];
+      c.onNotification((method, params) => {
+        if (method !== 'event') return;
+        const ev = params as { topic: string } & Record<string, unknown>;
+        const { topic, ...rest } = ev;
+        process.stdout.write(globals().json ? JSON.stringify(ev) + '\n' : `${new Date().toISOString()} ${topic} ${JSON.stringify(rest)}\n`);
+      });
+      await c.call('events.subscribe', { topics: wanted });
+      process.stderr.write(`listening for ${wanted.join(', ')} (Ctrl-C to stop)\n`);
+      await new Promise<void>((resolve) => process.once('SIGINT', resolve));
+    }),
+  );
+
+const dbCmd = program.command('db').description('read-only view of the database schema');
+dbCmd
+  .command('tables', { isDefault: true })
+  .description('tables and row counts')
+  .action(() =>
+    withClient(async (c) => {
+      const tables = await c.call<Record<string, unknown>[]>('db.tables');
+      out(tables, () => table(tables, ['name', 'rows']));
+    }),
+  );
+dbCmd
+  .command('describe <table>')
+  .description('columns, indexes and foreign keys of a table')
+  .action((name: string) =>
+    withClient(async (c) => {
+      const d = await c.call<{ name: string; rows: number; columns: Record<string, unknown>[]; indexes: Record<string, unknown>[]; foreignKeys: Record<string, unknown>[] }>('db.describe', { table: name });
+      out(d, () =>
+        [
+          `${d.name} (${d.rows} rows)`,
+          table(d.columns.map((c) => ({ ...c, notNull: c.notNull ? 'yes' : '', primaryKey: c.primaryKey ? 'yes' : '' })), ['name', 'type', 'notNull', 'default', 'primaryKey']),
+          d.indexes.length ? '\nindexes\n' + table(d.indexes.map((i) => ({ ...i, columns: (i.columns as string[]).join(',') })), ['name', 'unique', 'columns']) : '',
+          d.foreignKeys.length ? '\nforeign keys\n' + table(d.foreignKeys, ['column', 'references', 'onDelete']) : '',
+        ]
+          .filter(Boolean)
+          .join('\n'),
+      );
+    }),
+  );
+
+
+async function main(): Promise<number> {
+  try {
+    await program.parseAsync(process.argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (err instanceof Unreachable) {
+      process.stderr.write(`smctl: ${err.message}\n`);
+      return EXIT.unreachable;
+    }
+    if (err instanceof RpcCallError) {
+      if (globals().json) process.stdout.write(JSON.stringify({ error: { code: err.rpcCode, message: err.message, data: err.data } }, null, 2) + '\n');
+      process.stderr.write(`smctl: ${err.code ? `${err.code}: ` : ''}${err.message}\n`);
+      return EXIT.failed;
+    }
+    process.stderr.write(`smctl: ${(err as Error).message}\n`);
+    return EXIT.failed;
+  }
+}
+
+main().then((code) => process.exit(code));

@@ -1,0 +1,134 @@
+/**
+ * Starts the real smd (compiled, from dist/) on temporary directories and waits for its
+ * READY=1 on a notify socket of our own, as systemd would. Run `npm run build` first.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { RpcClient } from '../../src/cli/client.js';
+
+export const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '../..');
+export const DAEMON = join(ROOT, 'dist/daemon/main.js');
+export const SMCTL = join(ROOT, 'dist/cli/main.js');
+
+interface Tap {
+  teardown(fn: () => unknown): void;
+}
+
+export interface NotifyListener {
+  path: string;
+  messages: string[];
+  /** Resolves with the first message (seen or future) containing `text`. */
+  waitFor(text: string, timeoutMs?: number): Promise<string>;
+  close(): void;
+}
+
+const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
+  createSocket(type: 'unix_dgram', cb?: (msg: Buffer) => void): { bind(p: string): void; close(): void; on(e: string, f: (...a: unknown[]) => void): void };
+};
+
+export function notifyListener(dir: string): NotifyListener {
+  const path = join(dir, `notify-${process.hrtime.bigint()}.sock`);
+  const messages: string[] = [];
+  const waiters: { text: string; resolve(m: string): void }[] = [];
+  const socket = unixDgram.createSocket('unix_dgram', (msg) => {
+    const text = msg.toString();
+    messages.push(text);
+    for (const w of [...waiters]) if (text.includes(w.text)) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(text);
+    }
+  });
+  socket.on('error', () => {});
+  socket.bind(path);
+  return {
+    path,
+    messages,
+    waitFor(text, timeoutMs = 10_000) {
+      const seen = messages.find((m) => m.includes(text));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolveWait, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "${text}" on the notify socket within ${timeoutMs} ms; got ${JSON.stringify(messages)}`)), timeoutMs);
+        waiters.push({ text, resolve: (m) => (clearTimeout(timer), resolveWait(m)) });
+      });
+    },
+    close: () => socket.close(),
+  };
+}
+
+export interface RunningDaemon {
+  dir: string;
+  configPath: string;
+  socket: string;
+  readOnlySocket: string;
+  dbPath: string;
+  proc: ChildProcess;
+  notify: NotifyListener;
+  output: () => string;
+  client(readOnly?: boolean): Promise<RpcClient>;
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export function tempDir(t: Tap, prefix = 'smd-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export function writeConfig(dir: string, extra: Record<string, unknown> = {}): string {
+  const configPath = join(dir, 'smd.json');
+  writeFileSync(configPath, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'debug', ...extra }, null, 2));
+  return configPath;
+}
+
+/** Starts smd and resolves once it sent READY=1. */
+export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+  const dir = opts.dir ?? tempDir(t);
+  const configPath = writeConfig(dir, opts.config);
+  const notify = notifyListener(dir);
+  let out = '';
+  const proc = spawn(process.execPath, [DAEMON, '--config', configPath], {
+    env: { ...process.env, NOTIFY_SOCKET: notify.path, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
+  const clients: RpcClient[] = [];
+  const running: RunningDaemon = {
+    dir,
+    configPath,
+    socket: join(dir, 'run/smd.sock'),
+    readOnlySocket: join(dir, 'run/smd-ro.sock'),
+    dbPath: join(dir, 'data/smd.db'),
+    proc,
+    notify,
+    output: () => out,
+    exited,
+    async client(readOnly = false) {
+      const c = await RpcClient.connect(readOnly ? running.readOnlySocket : running.socket);
+      clients.push(c);
+      return c;
+    },
+    async stop(signal = 'SIGTERM') {
+      for (const c of clients) c.close();
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+  t.teardown(async () => {
+    await running.stop('SIGKILL');
+    notify.close();
+  });
+  await Promise.race([
+    notify.waitFor('READY=1', 15_000),
+    exited.then((code) => {
+      throw new Error(`smd exited with ${code} before READY=1:\n${out}`);
+    }),
+  ]);
+  return running;
+}

@@ -56,7 +56,7 @@ export class Daemon {
     if (interrupted.length > 0) logger.warn('operations interrupted by the previous stop were marked failed', { ids: interrupted.map((o) => o.id) });
 
     this.registry.add(
-      ...systemMethods(this.database, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
+      ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
       ...operationMethods(this.operations),
       ...subscriptionMethods(this.bus),
     );

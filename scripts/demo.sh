@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The demo: smd for real, as a Type=notify unit of a real systemd manager, on a real D-Bus and
+# journald, inside a private sandbox (scripts/sandbox) that leaves the host untouched.
+# Data lives in ./var/demo so a second run continues from the first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+if [ -z "${SMD_SANDBOX_DIR:-}" ]; then
+  [ -f dist/daemon/main.js ] || npm run build
+  exec scripts/sandbox bash "$0" "$@"
+fi
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+smctl() { node "$root/dist/cli/main.js" --socket "$SMD_SANDBOX_DIR/run-smd/smd.sock" "$@"; }
+
+mkdir -p "$root/var/demo"
+config=$SMD_SANDBOX_DIR/smd.json
+cat >"$config" <<JSON
+{
+  "dataDir": "$root/var/demo",
+  "runDir": "$SMD_SANDBOX_DIR/run-smd",
+  "systemd": { "bus": "$DBUS_SESSION_BUS_ADDRESS", "unitDir": "$SMD_SANDBOX_UNIT_DIR" }
+}
+JSON
+
+say "start smd as a Type=notify unit (returns once smd sent READY=1)"
+started=$(date +%s%N)
+systemd-run --user --unit=smd --quiet -p Type=notify -p NotifyAccess=main -p WatchdogSec=10s -p TimeoutStopSec=30s \
+  "$(command -v node)" "$root/dist/daemon/main.js" --config "$config"
+echo "ready after $(( ($(date +%s%N) - started) / 1000000 )) ms"
+systemctl --user show smd -p ActiveState -p SubState -p StatusText -p MainPID -p WatchdogUSec | sed 's/^/  /'
+
+say "smctl info"
+smctl info
+say "smctl health"
+smctl health || true
+say "smctl db tables"
+smctl db tables
+
+say "stop smd (STOPPING=1, orderly shutdown) and show its journal"
+systemctl --user stop smd
+journalctl -u smd --no-pager -o cat | tail -n 8

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
+import { resolve as resolvePath } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { RpcClient, RpcCallError } from './client.js';
-import { duration, keyValues, table, time } from './format.js';
+import { bytes, duration, keyValues, table, time } from './format.js';
 import { followOperation } from './progress.js';
 
 /** Exit codes: 0 ok, 1 smd answered with an error or the action failed, 2 usage, 3 smd unreachable. */
@@ -118,6 +119,39 @@ program
       await new Promise<void>((resolve) => process.once('SIGINT', resolve));
     }),
   );
+
+/** Starts a long action; follows it to the end with a progress bar on a terminal. */
+async function runOperation(c: RpcClient, method: string, params: Record<string, unknown>): Promise<void> {
+  const started = await c.call<Parameters<typeof followOperation>[1]>(method, params);
+  const done = await followOperation(c, started, { tty: process.stderr.isTTY === true && !globals().json });
+  out(done, () => `${done.kind} ${done.state}${done.error ? `: ${done.error.code}: ${done.error.message}` : ''}`);
+  if (done.state !== 'succeeded') process.exitCode = EXIT.failed;
+}
+
+const layersCmd = program.command('layers').description('the shared layer store');
+const layerRow = (l: Record<string, unknown>) => ({ ...l, digest: String(l.digest).slice(0, 19), size: bytes(l.size as number), usedBy: (l.usedBy as string[]).join(',') || '-', created: time(l.createdAt as number) });
+layersCmd
+  .command('ls', { isDefault: true })
+  .description('installed layers and the services using them')
+  .action(() =>
+    withClient(async (c) => {
+      const list = await c.call<Record<string, unknown>[]>('layers.list');
+      out(list, () => table(list.map(layerRow), ['digest', 'layerId', 'osVersion', 'size', 'usedBy', 'created']));
+    }),
+  );
+layersCmd
+  .command('install <archive>')
+  .description('install the layers of a layer package (OCI archive)')
+  .action((archive: string) => withClient((c) => runOperation(c, 'layers.install', { image: resolvePath(archive) })));
+layersCmd
+  .command('rm <digest>')
+  .description('remove a layer (refused while a service uses it, unless --force)')
+  .option('--force', 'remove even if in use', false)
+  .action((digest: string, o: { force: boolean }) => withClient((c) => runOperation(c, 'layers.remove', { digest, force: o.force })));
+layersCmd
+  .command('prune')
+  .description('remove every layer no service uses')
+  .action(() => withClient((c) => runOperation(c, 'layers.prune', {})));
 
 const dbCmd = program.command('db').description('read-only view of the database schema');
 dbCmd

@@ -6,6 +6,8 @@ import { openDatabase, type OpenedDatabase } from '../db/database.js';
 import { SmError } from '../errors.js';
 import { EventBus } from '../events/bus.js';
 import type { Logger } from '../log.js';
+import { layerMethods } from '../layers/methods.js';
+import { LayerStore } from '../layers/store.js';
 import { operationMethods } from '../operations/methods.js';
 import { Operations } from '../operations/operations.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
@@ -30,6 +32,7 @@ export class Daemon {
   readonly startedAt = Date.now();
   database!: OpenedDatabase;
   operations!: Operations;
+  layers!: LayerStore;
   private servers: RpcServer[] = [];
   private stopping: Promise<void> | null = null;
 
@@ -55,9 +58,13 @@ export class Daemon {
     const interrupted = this.operations.failInterrupted();
     if (interrupted.length > 0) logger.warn('operations interrupted by the previous stop were marked failed', { ids: interrupted.map((o) => o.id) });
 
+    this.layers = new LayerStore(this.database.db, config.dataDir, config.images, logger.child({ module: 'layers' }));
+    await this.layers.reconcile();
+
     this.registry.add(
       ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
       ...operationMethods(this.operations),
+      ...layerMethods(this.layers, this.operations),
       ...subscriptionMethods(this.bus),
     );
 

@@ -144,3 +144,10 @@ export const alerts = sqliteTable(
   },
   (t) => [index('alerts_time').on(t.time), index('alerts_service').on(t.serviceId)],
 );
+
+/** The address each service has on smd's bridge: allocated once, stable, released on removal. */
+export const serviceNetworks = sqliteTable('service_networks', {
+  serviceId: text('serviceId').primaryKey(),
+  address: text('address').notNull().unique(),
+  createdAt: integer('createdAt').notNull(),
+});

@@ -1,49 +1,10 @@
 #!/usr/bin/env node
 import { resolve as resolvePath } from 'node:path';
-import { Command, CommanderError, Option } from 'commander';
-import { RpcClient, RpcCallError } from './client.js';
+import { CommanderError, Option } from 'commander';
+import { RpcCallError } from './client.js';
+import { EXIT, Unreachable, globals, out, program, runOperation, withClient } from './common.js';
 import { bytes, duration, keyValues, table, time } from './format.js';
 import { followOperation } from './progress.js';
-
-/** Exit codes: 0 ok, 1 smd answered with an error or the action failed, 2 usage, 3 smd unreachable. */
-const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
-
-class Unreachable extends Error {}
-
-interface Globals {
-  socket: string;
-  json: boolean;
-}
-
-const program = new Command('smctl')
-  .description('Control smd, the on-device service manager, over its JSON-RPC socket')
-  .addOption(new Option('-s, --socket <path>', 'smd socket').env('SMD_SOCKET').default('/run/smd/smd.sock'))
-  .option('--json', 'print JSON for scripts', false)
-  .showHelpAfterError()
-  .exitOverride();
-
-function globals(): Globals {
-  return program.opts<Globals>();
-}
-
-async function withClient<T>(fn: (c: RpcClient) => Promise<T>): Promise<T> {
-  let client: RpcClient;
-  try {
-    client = await RpcClient.connect(globals().socket);
-  } catch (err) {
-    throw new Unreachable((err as Error).message);
-  }
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-/** Prints JSON with --json, else the human rendering. */
-function out(value: unknown, human: () => string): void {
-  process.stdout.write((globals().json ? JSON.stringify(value, null, 2) : human()) + '\n');
-}
 
 const opColumns = ['id', 'kind', 'target', 'state', 'progress', 'step', 'updated'];
 const opRow = (o: Record<string, unknown>) => ({ ...o, updated: time(o.updatedAt as number), progress: `${String(o.progress)}%` });
@@ -119,14 +80,6 @@ program
       await new Promise<void>((resolve) => process.once('SIGINT', resolve));
     }),
   );
-
-/** Starts a long action; follows it to the end with a progress bar on a terminal. */
-async function runOperation(c: RpcClient, method: string, params: Record<string, unknown>): Promise<void> {
-  const started = await c.call<Parameters<typeof followOperation>[1]>(method, params);
-  const done = await followOperation(c, started, { tty: process.stderr.isTTY === true && !globals().json });
-  out(done, () => `${done.kind} ${done.state}${done.error ? `: ${done.error.code}: ${done.error.message}` : ''}`);
-  if (done.state !== 'succeeded') process.exitCode = EXIT.failed;
-}
 
 const layersCmd = program.command('layers').description('the shared layer store');
 const layerRow = (l: Record<string, unknown>) => ({ ...l, digest: String(l.digest).slice(0, 19), size: bytes(l.size as number), usedBy: (l.usedBy as string[]).join(',') || '-', created: time(l.createdAt as number) });

@@ -33,7 +33,11 @@ export interface UnitSpec {
   rootDirectory?: string;
   networkNamespacePath?: string;
   bindMounts?: readonly BindMount[];
-  /** Paths that stay writable under ProtectSystem=strict (e.g. the service's data directory). */
+  /**
+   * Paths that stay writable under ProtectSystem=strict (e.g. the service's data directory).
+   * HOST paths: systemd 252 resolves ReadWritePaths= against the host root, not RootDirectory=
+   * (checked: `/data` under RootDirectory=R stays read-only, `R/data` becomes writable).
+   */
   readWritePaths?: readonly string[];
   limits?: {
     /** bytes */

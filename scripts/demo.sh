@@ -35,8 +35,15 @@ say "smctl info"
 smctl info
 say "smctl health"
 smctl health || true
-say "smctl db tables"
-smctl db tables
+say "build the example images (busybox-static, no network)"
+node "$root/scripts/images/build.mjs" "$SMD_SANDBOX_DIR/images" >/dev/null
+ls "$SMD_SANDBOX_DIR/images"
+
+say "smctl services install hello-http v1"
+smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v1.tar"
+smctl services ls
+say "fetch its page"
+node "$root/scripts/http-get.mjs" http://127.0.0.1:8080/
 
 say "stop smd (STOPPING=1, orderly shutdown) and show its journal"
 systemctl --user stop smd

@@ -1,4 +1,4 @@
-import { mkdirSync, accessSync, constants, readFileSync } from 'node:fs';
+import { mkdirSync, accessSync, constants, readFileSync, existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
@@ -9,7 +9,10 @@ import type { Logger } from '../log.js';
 import { layerMethods } from '../layers/methods.js';
 import { LayerStore } from '../layers/store.js';
 import { operationMethods } from '../operations/methods.js';
-import { Operations } from '../operations/operations.js';
+import { ServiceManager } from '../services/manager.js';
+import { serviceMethods } from '../services/methods.js';
+import { SystemdManager } from '../systemd/manager.js';
+import { Operations, type Operation } from '../operations/operations.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
 import { MethodRegistry } from '../rpc/registry.js';
 import { RpcServer } from '../rpc/server.js';
@@ -33,7 +36,10 @@ export class Daemon {
   database!: OpenedDatabase;
   operations!: Operations;
   layers!: LayerStore;
+  systemd!: SystemdManager;
+  services!: ServiceManager;
   private servers: RpcServer[] = [];
+  private timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | null = null;
 
   constructor(
@@ -61,10 +67,23 @@ export class Daemon {
     this.layers = new LayerStore(this.database.db, config.dataDir, config.images, logger.child({ module: 'layers' }));
     await this.layers.reconcile();
 
+    this.systemd = new SystemdManager({ bus: config.systemd.bus, unitDir: config.systemd.unitDir, logger: logger.child({ module: 'systemd' }), callTimeoutMs: config.systemd.callTimeoutMs });
+    this.health.register('systemd', () => {
+      const h = this.systemd.health();
+      return { ok: h.ok, detail: h.detail };
+    });
+    this.health.register('journal', () =>
+      existsSync(JOURNAL_SOCKET) ? { ok: true, detail: 'journald is listening' } : { ok: false, detail: `${JOURNAL_SOCKET} is missing: is systemd-journald running?` },
+    );
+    await this.systemd.connect();
+    this.services = new ServiceManager({ db: this.database.db, config, systemd: this.systemd, layers: this.layers, operations: this.operations, bus: this.bus, logger: logger.child({ module: 'services' }) });
+    await this.restoreServices(interrupted);
+
     this.registry.add(
       ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
       ...operationMethods(this.operations),
       ...layerMethods(this.layers, this.operations),
+      ...serviceMethods(this.services, this.operations),
       ...subscriptionMethods(this.bus),
     );
 
@@ -78,28 +97,63 @@ export class Daemon {
     logger.info('smd started', { socket: config.socket, readOnlySocket: config.readOnlySocket, database: config.database.path });
   }
 
+  /**
+   * Start-up reconciliation when systemd answers now; otherwise at its first resync. Later
+   * resyncs (after a bus or manager restart) only start what should run and does not.
+   */
+  private async restoreServices(interrupted: Operation[]): Promise<void> {
+    const reconcile = async () => {
+      const report = await this.services.reconcile(interrupted);
+      this.logger.info('services reconciled', report);
+      this.services.sweepTtl();
+    };
+    let reconciled = false;
+    if (this.systemd.health().ok) {
+      await reconcile();
+      reconciled = true;
+    } else {
+      this.logger.warn('systemd is not reachable; services will be reconciled once it is', { detail: this.systemd.health().detail });
+    }
+    this.systemd.on('resynced', () => {
+      const work = reconciled ? this.services.resume() : reconcile();
+      reconciled = true;
+      work.catch((err: unknown) => this.logger.error('resync of services failed', { err }));
+    });
+    const ttlTimer = setInterval(() => this.services.sweepTtl(), TTL_SWEEP_MS);
+    ttlTimer.unref();
+    this.timers.push(ttlTimer);
+  }
+
   /** One line for systemd's STATUS=. */
   statusLine(): string {
     const running = this.operations.list({ state: 'running' }).length;
     const clients = this.servers.reduce((n, s) => n + s.connectionCount, 0);
-    return `serving; ${running} operations running; ${clients} clients`;
+    const svc = this.services.list();
+    const up = svc.filter((s) => s.state === 1).length;
+    return `serving; ${up}/${svc.length} services running; ${running} operations running; ${clients} clients`;
   }
 
   /** Orderly shutdown: stop accepting, let running work settle (bounded), close the database. */
   stop(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
+      for (const t of this.timers) clearInterval(t);
       await Promise.all(this.servers.map((s) => s.close()));
       if (this.operations) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.operations.drain(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
       }
+      this.services?.close();
+      await this.systemd?.close();
       this.database?.close();
       this.logger.info('smd stopped');
     })();
     return this.stopping;
   }
 }
+
+const JOURNAL_SOCKET = '/run/systemd/journal/socket';
+const TTL_SWEEP_MS = 3_600_000;
 
 /** Creates the directory if needed and proves it is writable, or stops with a one-line reason. */
 function ensureWritableDir(dir: string, key: string): void {

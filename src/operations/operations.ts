@@ -17,6 +17,8 @@ export interface Operation {
   progress: number;
   step: string | null;
   error: { code: string; message: string; details?: unknown } | null;
+  /** What was asked, plus what the action recorded to be undone or finished after a crash. */
+  inputs: Record<string, unknown>;
   result: unknown;
   createdAt: number;
   updatedAt: number;
@@ -37,6 +39,8 @@ export interface OperationHandle {
   step(name: string, message?: string): void;
   /** Overall progress 0..100; persisted and published when the whole percent changes. */
   progress(percent: number): void;
+  /** Durably adds to the operation's inputs what start-up recovery needs (e.g. the previous version). */
+  record(extra: Record<string, unknown>): void;
 }
 
 export interface StartOptions<T> {
@@ -181,6 +185,14 @@ export class Operations {
           this.update(id, { step: name });
         });
       },
+      record: (extra) => {
+        const row = this.getRow(id);
+        this.db
+          .update(operations)
+          .set({ inputs: JSON.stringify({ ...(JSON.parse(row.inputs) as Record<string, unknown>), ...extra }), updatedAt: Date.now() })
+          .where(eq(operations.id, id))
+          .run();
+      },
       progress: (percent) => {
         const p = Math.max(0, Math.min(100, Math.floor(percent)));
         if (p === lastPercent) return;
@@ -233,6 +245,7 @@ export class Operations {
       progress: row.progress,
       step: row.step,
       error: row.error ? (JSON.parse(row.error) as Operation['error']) : null,
+      inputs: JSON.parse(row.inputs) as Record<string, unknown>,
       result: row.result ? JSON.parse(row.result) : null,
       createdAt: row.createdAt,
       updatedAt: row.updatedAt,

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { RpcClient } from '../../src/cli/client.js';
+import type { Sandbox } from './sandbox.js';
 
 export const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '../..');
 export const DAEMON = join(ROOT, 'dist/daemon/main.js');
@@ -79,20 +80,30 @@ export function tempDir(t: Tap, prefix = 'smd-test-'): string {
   return dir;
 }
 
-export function writeConfig(dir: string, extra: Record<string, unknown> = {}): string {
+/**
+ * A config on scratch directories. Without a sandbox, systemd points at a bus that does not
+ * exist, so no test can ever reach a host's real systemd.
+ */
+export function writeConfig(dir: string, extra: Record<string, unknown> = {}, sandbox?: Sandbox): string {
   const configPath = join(dir, 'smd.json');
-  writeFileSync(configPath, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'debug', ...extra }, null, 2));
+  const systemd = sandbox ? { bus: sandbox.bus, unitDir: sandbox.unitDir, callTimeoutMs: 5000 } : { bus: `unix:path=${join(dir, 'no-bus')}`, unitDir: join(dir, 'units') };
+  const base = { dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'debug', systemd, services: { settleMs: 300 } };
+  const merged = { ...base, ...extra, systemd: { ...systemd, ...((extra.systemd as object) ?? {}) }, services: { ...base.services, ...((extra.services as object) ?? {}) } };
+  writeFileSync(configPath, JSON.stringify(merged, null, 2));
   return configPath;
 }
 
 /** Starts smd and resolves once it sent READY=1. */
-export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Promise<RunningDaemon> {
+export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<string, unknown>; env?: NodeJS.ProcessEnv; sandbox?: Sandbox } = {}): Promise<RunningDaemon> {
   const dir = opts.dir ?? tempDir(t);
-  const configPath = writeConfig(dir, opts.config);
+  const configPath = writeConfig(dir, opts.config, opts.sandbox);
   const notify = notifyListener(dir);
   let out = '';
-  const proc = spawn(process.execPath, [DAEMON, '--config', configPath], {
-    env: { ...process.env, NOTIFY_SOCKET: notify.path, ...opts.env },
+  // Inside a sandbox smd runs in its namespaces (mounts, network) through nsenter, which execs it.
+  const argv = [process.execPath, DAEMON, '--config', configPath];
+  const [cmd, ...args] = opts.sandbox ? ['nsenter', '-t', String(opts.sandbox.pid), '-m', '-n', '--', ...argv] : argv;
+  const proc = spawn(cmd!, args, {
+    env: { ...process.env, ...(opts.sandbox?.env ?? {}), NOTIFY_SOCKET: notify.path, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout!.on('data', (d) => (out += d));

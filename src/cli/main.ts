@@ -6,6 +6,7 @@ import { EXIT, Unreachable, globals, out, program, runOperation, withClient } fr
 import { bytes, duration, keyValues, table, time } from './format.js';
 import { followOperation } from './progress.js';
 import { registerServiceCommands } from './services.js';
+import { registerUserCommands } from './users.js';
 
 const opColumns = ['id', 'kind', 'target', 'state', 'progress', 'step', 'updated'];
 const opRow = (o: Record<string, unknown>) => ({ ...o, updated: time(o.updatedAt as number), progress: `${String(o.progress)}%` });
@@ -83,6 +84,7 @@ program
   );
 
 registerServiceCommands();
+registerUserCommands();
 
 const layersCmd = program.command('layers').description('the shared layer store');
 const layerRow = (l: Record<string, unknown>) => ({ ...l, digest: String(l.digest).slice(0, 19), size: bytes(l.size as number), usedBy: (l.usedBy as string[]).join(',') || '-', created: time(l.createdAt as number) });

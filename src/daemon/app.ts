@@ -12,6 +12,7 @@ import { operationMethods } from '../operations/methods.js';
 import { ServiceManager } from '../services/manager.js';
 import { serviceMethods } from '../services/methods.js';
 import { SystemdManager } from '../systemd/manager.js';
+import { userMethods } from '../users/methods.js';
 import { Operations, type Operation } from '../operations/operations.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
 import { MethodRegistry } from '../rpc/registry.js';
@@ -84,6 +85,7 @@ export class Daemon {
       ...operationMethods(this.operations),
       ...layerMethods(this.layers, this.operations),
       ...serviceMethods(this.services, this.operations),
+      ...userMethods(this.services, this.operations),
       ...subscriptionMethods(this.bus),
     );
 

@@ -17,7 +17,7 @@ import type { SystemdAdapter, UnitState } from '../systemd/types.js';
 import { renderUnit, unitNameFor, type UnitSpec } from '../systemd/unit.js';
 import { accountName, ensureAccount, removeAccount } from './accounts.js';
 import { KeyedLock } from './lock.js';
-import { SERVICE_ID, ServiceLayout, usersKey } from './layout.js';
+import { SERVICE_ID, ServiceLayout, canonicalUsers, usersKey } from './layout.js';
 import { columnsToSettings, settingsFromAnnotations, settingsToColumns, type Settings } from './settings.js';
 
 /** services.state / status, mirroring systemd (SPEC section 4). */
@@ -135,6 +135,23 @@ export class ServiceManager {
     return { entries: entries.map(({ time, priority, message }) => ({ time, priority, message })), cursor };
   }
 
+  /** Ids of the services attached to a set of users (canonical claims). */
+  attachedTo(canonical: string): Set<string> {
+    return new Set(
+      this.deps.db
+        .select({ id: usersTable.serviceid })
+        .from(usersTable)
+        .where(eq(usersTable.users, canonical))
+        .all()
+        .map((r) => r.id),
+    );
+  }
+
+  /** A service runs when the operator wants it and the current users use it. */
+  private shouldRun(row: Row, attached = this.attachedTo(this.currentUsers())): boolean {
+    return row.desired === 'running' && attached.has(row.id);
+  }
+
   /** The current users' canonical claims (config.currentUsers). */
   currentUsers(): string {
     return this.deps.db.select({ u: configTable.currentUsers }).from(configTable).get()?.u ?? '[]';
@@ -145,7 +162,10 @@ export class ServiceManager {
   /** Checks what can be checked before an operation starts, so obvious refusals are immediate. */
   precheckInstall(req: InstallRequest): void {
     if (req.id !== undefined && !SERVICE_ID.test(req.id)) throw new SmError('INVALID_IMAGE', `invalid service id ${JSON.stringify(req.id)}`);
-    if (req.id !== undefined && req.version !== undefined) this.checkVersion(req.id, req.version, req.force ?? false);
+    if (req.id !== undefined && req.version !== undefined) {
+      const existing = this.deps.db.select({ id: services.id, version: services.version }).from(services).where(eq(services.id, req.id)).get();
+      if (existing && !this.isAttachable(existing, req.version, req.force)) this.checkVersion(req.id, req.version, req.force ?? false);
+    }
   }
 
   install(req: InstallRequest): Operation {
@@ -167,6 +187,7 @@ export class ServiceManager {
           const existing = this.deps.db.select().from(services).where(eq(services.id, id)).get();
           const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) };
           if (existing) {
+            if (this.isAttachable(existing, version, req.force)) return this.attach(op, existing);
             this.checkVersion(id, version, req.force ?? false);
             return this.update(op, existing, image, version, settings);
           }
@@ -174,6 +195,25 @@ export class ServiceManager {
         });
       },
     });
+  }
+
+  /** The same version installed for other users: installing it again attaches it to the current ones. */
+  private isAttachable(existing: Pick<Row, 'id' | 'version'>, version: number, force: boolean | undefined): boolean {
+    return !force && existing.version === version && !this.attachedTo(this.currentUsers()).has(existing.id);
+  }
+
+  private async attach(op: OperationHandle, row: Row): Promise<Service> {
+    op.step('attach', `to ${this.currentUsers()}`);
+    const canonical = this.currentUsers();
+    const now = Date.now();
+    this.deps.db
+      .insert(usersTable)
+      .values({ users: canonical, serviceid: row.id, storageFolder: this.layout.dataDirOf(usersKey(canonical), row.id), createdAt: now, updatedAt: now })
+      .onConflictDoNothing()
+      .run();
+    await this.prepareFiles(row);
+    if (this.shouldRun(row)) await this.startAndSettle(row);
+    return this.get(row.id);
   }
 
   private checkVersion(id: string, version: number, force: boolean): void {
@@ -256,7 +296,7 @@ export class ServiceManager {
     if (failedVersion !== previous.version) await this.removeVersionFiles(id, failedVersion);
     const restored = this.row(id);
     await this.prepareFiles(restored);
-    if (restored.desired === 'running') await this.startUnit(restored);
+    if (this.shouldRun(restored)) await this.startUnit(restored);
   }
 
   private insertRow(id: string, image: ImageInfo, version: number, settings: Settings): void {
@@ -520,9 +560,64 @@ export class ServiceManager {
         .run();
       const updated = this.row(id);
       await this.prepareFiles(updated);
-      if (updated.desired === 'running' && needsRestart(row, updated)) await this.deps.systemd.restartUnit(updated.unit!).catch((err: unknown) => this.deps.logger.warn('restart after configure failed', { id, err }));
+      if (this.shouldRun(updated) && needsRestart(row, updated)) await this.deps.systemd.restartUnit(updated.unit!).catch((err: unknown) => this.deps.logger.warn('restart after configure failed', { id, err }));
       return this.get(id);
     });
+  }
+
+  // ---- users -----------------------------------------------------------------------------
+
+  /**
+   * Switches the device to another set of claims in one operation: services of the previous
+   * users stop, services of the new users start with their own storage and upper directory.
+   */
+  setUsers(claims: string[]): Operation {
+    const next = canonicalUsers(claims);
+    return this.deps.operations.start({
+      kind: 'users.set',
+      target: next,
+      inputs: { users: JSON.parse(next) as string[] },
+      lockKey: 'users',
+      work: async (op) => {
+        const previous = this.currentUsers();
+        const result = { users: JSON.parse(next) as string[], stopped: [] as string[], started: [] as string[], failed: [] as { id: string; error: string }[] };
+        if (previous === next) return result;
+        op.record({ previous });
+        op.step('stop', `services of ${previous}`);
+        for (const id of this.attachedTo(previous)) {
+          await this.locks.run(id, async () => {
+            const row = this.deps.db.select().from(services).where(eq(services.id, id)).get();
+            if (!row) return;
+            await this.stopUnit(row).catch((err: unknown) => result.failed.push({ id, error: toSmError(err).message }));
+            await unmount(this.layout.rootDir(id));
+            result.stopped.push(id);
+          });
+        }
+        const now = Date.now();
+        this.deps.db.update(configTable).set({ currentUsers: next, updatedAt: now, rowVersion: sql`${configTable.rowVersion} + 1` }).run();
+        this.deps.bus.publish('users', { users: result.users, change: 'switched' });
+        op.step('start', `services of ${next}`);
+        for (const id of this.attachedTo(next)) {
+          await this.locks.run(id, async () => {
+            const row = this.deps.db.select().from(services).where(eq(services.id, id)).get();
+            if (!row || row.desired !== 'running') return;
+            try {
+              await this.prepareFiles(row);
+              await this.startUnit(row);
+              result.started.push(id);
+            } catch (err) {
+              result.failed.push({ id, error: toSmError(err).message });
+            }
+          });
+        }
+        return result;
+      },
+    });
+  }
+
+  usersView(): { users: string[]; services: string[] } {
+    const current = this.currentUsers();
+    return { users: JSON.parse(current) as string[], services: [...this.attachedTo(current)].sort() };
   }
 
   // ---- TTL -------------------------------------------------------------------------------
@@ -604,10 +699,16 @@ export class ServiceManager {
         report.orphans.push(this.layout.serviceDir(name));
       }
     }
+    const attached = this.attachedTo(this.currentUsers());
     for (const row of rows) {
       try {
         await this.prepareFiles(row);
-        if (row.desired === 'running') {
+        if (!this.shouldRun(row, attached)) {
+          // E.g. a users.set interrupted between stopping and starting.
+          const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
+          if (state && state.activeState !== 'inactive' && state.activeState !== 'failed') await this.stopUnit(row);
+          await unmount(this.layout.rootDir(row.id));
+        } else {
           const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
           if (state?.activeState === 'active') {
             await this.mountRoot(row);
@@ -627,7 +728,9 @@ export class ServiceManager {
 
   /** After systemd came back: start what should run and does not (each under its lock). */
   async resume(): Promise<void> {
-    for (const row of this.deps.db.select().from(services).where(eq(services.desired, 'running')).all()) {
+    const attached = this.attachedTo(this.currentUsers());
+    for (const row of this.deps.db.select().from(services).all()) {
+      if (!this.shouldRun(row, attached)) continue;
       const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
       if (state?.activeState === 'active' || state?.activeState === 'activating') continue;
       await this.locks.run(row.id, () => this.startUnit(this.row(row.id))).catch((err: unknown) => this.deps.logger.warn('could not restart service after resync', { id: row.id, err }));

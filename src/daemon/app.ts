@@ -61,7 +61,7 @@ export class Daemon {
       return { ok: ok?.one === 1, detail: `schema version ${this.database.schemaVersion}` };
     });
 
-    this.operations = new Operations(this.database.db, this.bus, logger.child({ module: 'operations' }));
+    this.operations = new Operations(this.database.db, this.bus, logger.child({ module: 'operations' }), process.env.SMD_CRASH_AT ?? null);
     const interrupted = this.operations.failInterrupted();
     if (interrupted.length > 0) logger.warn('operations interrupted by the previous stop were marked failed', { ids: interrupted.map((o) => o.id) });
 

@@ -66,6 +66,11 @@ export class Operations {
     private readonly db: Db,
     private readonly bus: EventBus,
     private readonly logger: Logger,
+    /**
+     * Fault injection for crash-consistency tests: `kind:step` (e.g. `services.install:start`)
+     * makes smd kill itself with SIGKILL as that step begins. Set from SMD_CRASH_AT.
+     */
+    private readonly crashAt: string | null = null,
   ) {}
 
   /** Operations left pending or running by a crash are failed with the reason. Returns how many. */
@@ -177,6 +182,7 @@ export class Operations {
     const handle: OperationHandle = {
       id,
       step: (name, message) => {
+        if (this.crashAt !== null && this.crashAt === `${this.getRow(id).kind}:${name}`) process.kill(process.pid, 'SIGKILL');
         this.db.transaction(() => {
           endStep('succeeded');
           currentStep = Number(

@@ -143,6 +143,33 @@ t.test('a service whose start fails is not installed and leaves nothing behind',
   t.ok(missing.error?.message);
 });
 
+t.test('two installs of one id at once: one after the other, never both half-done', async (t) => {
+  const [a, b] = await Promise.all([
+    c.call<Op>('services.install', { image: img['writer-v1'], wait: true }),
+    c.call<Op>('services.install', { image: img['writer-v2'], wait: true }),
+  ]);
+  // Whichever read its image first installs; the other waits, then updates (v2) or is refused (v1 after v2).
+  t.equal(b.state, 'succeeded', 'v2 installs or updates');
+  t.ok(a.state === 'succeeded' || a.error?.code === 'CONFLICT', `v1: ${a.state} ${a.error?.code ?? ''}`);
+  t.match(await c.call('services.get', { id: 'writer' }), { version: 2, state: 1 });
+
+  const [installed, removed] = await Promise.all([
+    c.call<Op>('services.install', { image: img['writer-v1'], id: 'writer', version: 1, force: true, wait: true }),
+    c.call<Op>('services.remove', { id: 'writer', wait: true }),
+  ]);
+  t.equal(removed.state, 'succeeded');
+  t.equal(installed.state, 'succeeded');
+  // Either order is fine; what is left is whole: installed and running, or gone without a trace.
+  const left = await c.call<Svc>('services.get', { id: 'writer' }).catch(() => null);
+  if (left) {
+    t.match(left, { version: 1, state: 1 });
+    t.ok(existsSync(join(sb.unitDir, 'smd-writer.service')));
+    t.equal((await c.call<Op>('services.remove', { id: 'writer', wait: true })).state, 'succeeded');
+  } else {
+    t.notOk(existsSync(join(sb.unitDir, 'smd-writer.service')));
+  }
+});
+
 t.test('logs come from the journal with a cursor to continue', async (t) => {
   const op = await c.call<Op>('services.install', { image: img['writer-v1'], wait: true });
   t.equal(op.state, 'succeeded', JSON.stringify(op.error));

@@ -9,8 +9,9 @@ const require = createRequire(import.meta.url);
 const unixDgram = require('unix-dgram');
 export const ROOT = resolve(import.meta.dirname, '../../..');
 
+/** A scratch directory; inside a sandbox it lives in the sandbox's own dir, torn down with it. */
 export function scratchDir(prefix = 'smd-bench-') {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return mkdtempSync(join(process.env.SMD_SANDBOX_DIR ?? tmpdir(), prefix));
 }
 
 /** Returns {proc, socket, readyMs, rssKb(), stop()}; readyMs is from spawn to READY=1. */

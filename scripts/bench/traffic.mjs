@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+// Benchmark of traffic sampling against real iptables inside scripts/sandbox.
+//
+//   npx tsc -p . && node scripts/bench/traffic.mjs
+//
+// Runs itself inside the sandbox (re-exec through scripts/sandbox when SMD_SANDBOX_DIR is unset), so
+// the chains it creates live in the sandbox's private network namespace only.
+// Measures one full sample (one `iptables-save -c`, parse, totals, plan, event) of TrafficMonitor
+// with 1, 50 and 200 service chains (a service has two: IN and OUT; so 1, 25, 100 services, plus the
+// 2 system chains; and 400 service chains as an extra point), against the per-chain
+// listing of the reference system (one `iptables -L CHAIN -v -x -n` per chain), and the CPU share
+// of sampling at the default interval.
+// Prints one JSON object: {name:"traffic", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { figure, median } from './lib/stats.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '../..');
+
+if (!process.env.SMD_SANDBOX_DIR) {
+  const child = spawn(join(root, 'scripts/sandbox'), [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+} else {
+  await main();
+}
+
+/** CPU time of this process and its waited-for children (iptables-save), in ms. */
+function cpuMs() {
+  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+  // fields after the command: state=0 ... utime=11 stime=12 cutime=13 cstime=14 (0-based from state)
+  const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+async function main() {
+  const { TrafficMonitor } = await import(join(root, 'dist/traffic/monitor.js'));
+  const { Iptables } = await import(join(root, 'dist/traffic/iptables.js'));
+  const { openDatabase } = await import(join(root, 'dist/db/database.js'));
+  const { parseConfig } = await import(join(root, 'dist/config/config.js'));
+  const { EventBus } = await import(join(root, 'dist/events/bus.js'));
+  const { silentLogger } = await import(join(root, 'dist/log.js'));
+  const runs = Number(process.env.BENCH_RUNS ?? 30);
+  const listRuns = Number(process.env.BENCH_LIST_RUNS ?? 3);
+  // service chains -> services
+  const sizes = [
+    [1, 1],
+    [50, 25],
+    [200, 100],
+    [400, 200],
+  ];
+  const ef = (await import('node:util')).promisify((await import('node:child_process')).execFile);
+
+  const dir = mkdtempSync(join(tmpdir(), 'smd-bench-traffic-'));
+  const opened = openDatabase(join(dir, 'smd.db'));
+  const config = parseConfig({ traffic: { subnet: '172.30.0.0/16', sampleIntervalMs: 10_000 } }).traffic;
+  const mon = new TrafficMonitor({ db: opened.db, bus: new EventBus(), config, logger: silentLogger });
+  const ipt = new Iptables();
+  await mon.start();
+  if (!mon.health().ok) throw new Error(`iptables not usable: ${mon.health().detail}`);
+  const figures = [];
+  let added = 0;
+  // The floor: what starting any program costs from this node process on this machine.
+  const spawnTimes = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await ef('/bin/true', []);
+    spawnTimes.push(performance.now() - t0);
+  }
+  figures.push(figure('spawn_floor_ms_exec_true', median(spawnTimes), 'ms'));
+  for (const [svcChains, n] of sizes) {
+    while (added < n) {
+      const i = added++;
+      await mon.addService(`bench-${i}`, `172.30.${(i + 2) >> 8}.${(i + 2) & 255}`, { ulLimit: 1e12, dlLimit: 1e12, ulSpeed: null, dlSpeed: null });
+    }
+    const chains = mon.get().map((r) => r.chain);
+    for (let i = 0; i < 3; i++) await mon.sampleNow(); // warm-up
+    const times = [];
+    const cpu0 = cpuMs();
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await mon.sampleNow();
+      times.push(performance.now() - t0);
+    }
+    const cpuPerSample = (cpuMs() - cpu0) / runs;
+    const sample = median(times);
+    const list = [];
+    for (let r = 0; r < listRuns; r++) {
+      const t0 = performance.now();
+      for (const c of chains) await ipt.listChain(c);
+      list.push(performance.now() - t0);
+    }
+    const listing = median(list);
+    const key = svcChains === 200;
+    const label = `${svcChains}_service_chains`;
+    figures.push(
+      figure(`sample_ms_${label}`, sample, 'ms', { baseline: listing, ...(key ? { target: '<= 15' } : {}) }),
+      figure(`speedup_vs_per_chain_listing_${label}`, listing / sample, 'x', key ? { target: '>= 50' } : {}),
+      figure(`cpu_share_at_${config.sampleIntervalMs}ms_interval_${label}`, (cpuPerSample / config.sampleIntervalMs) * 100, '%', key ? { target: '<= 1' } : {}),
+    );
+    process.stderr.write(`traffic bench: ${label} (${chains.length} chains incl. system): sample ${sample.toFixed(1)} ms, per-chain listing ${listing.toFixed(0)} ms\n`);
+  }
+  await mon.reconcile(new Set());
+  await mon.stop();
+  opened.close();
+  rmSync(dir, { recursive: true, force: true });
+  process.stdout.write(JSON.stringify({ name: 'traffic', figures }) + '\n');
+}

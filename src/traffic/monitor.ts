@@ -1,0 +1,425 @@
+/**
+ * Traffic accounting, limits and shaping. One `iptables-save -c` per sample reads every chain;
+ * totals survive counter resets and restarts (persisted to `trafficmonitor`); a service that
+ * passes its period limit has that direction dropped until the next period; `ulSpeed`/`dlSpeed`
+ * shape with tc. Without iptables, health says why and every method keeps answering.
+ */
+import type Database from 'better-sqlite3';
+import type { Db } from '../db/database.js';
+import { toSmError } from '../errors.js';
+import type { EventBus, EventMap } from '../events/bus.js';
+import type { Logger } from '../log.js';
+import type { TrafficConfig } from '../net/network.js';
+import type { Runner } from '../net/runner.js';
+import { observe, rebase, startTotal, totalOf, type ChainTotal } from './counters.js';
+import { Iptables, type IptablesBinaries } from './iptables.js';
+import { countingBytes } from './parse.js';
+import { periodStart as periodStartOf, type Period } from './period.js';
+import { planRules, serviceChainRules, systemChainRules, type DesiredChain } from './rules.js';
+import { Shaper } from './shaper.js';
+import { serviceChain, systemChain, type Direction } from './naming.js';
+
+export interface TrafficLimits {
+  /** Bytes per period; null or 0: no limit. */
+  ulLimit: number | null;
+  dlLimit: number | null;
+  /** Bytes per second; null or 0: not shaped. */
+  ulSpeed: number | null;
+  dlSpeed: number | null;
+}
+
+export interface ServiceTrafficOptions extends TrafficLimits {
+  /** Host side of the service's veth (download shaping); from NetworkManager.ensureServiceNetwork. */
+  hostVeth?: string;
+  /** The service's namespace name (upload shaping). */
+  netnsName?: string;
+}
+
+export interface TrafficRow {
+  chain: string;
+  serviceId: string | null;
+  direction: Direction;
+  bytes: number;
+  limit: number | null;
+  blocked: boolean;
+  periodStart: number;
+}
+
+export interface TrafficMonitorOptions {
+  db: Db;
+  bus: EventBus;
+  config: TrafficConfig;
+  logger: Logger;
+  now?: () => number;
+  /** How ip/iptables/tc run: run() by default; tests confine them to a sandbox. */
+  runner?: Runner;
+  binaries?: Partial<IptablesBinaries> & { tc?: string };
+}
+
+interface ChainEntry {
+  chain: string;
+  serviceId: string | null;
+  direction: Direction;
+  total: ChainTotal;
+  blocked: boolean;
+}
+
+interface ServiceEntry {
+  serviceId: string;
+  address: string;
+  opts: ServiceTrafficOptions;
+  in: ChainEntry;
+  out: ChainEntry;
+  /** The desired chains, rebuilt only when the address or a block changes. */
+  rules?: { key: string; chains: DesiredChain[] };
+}
+
+interface StoredRow {
+  chain: string;
+  value: bigint | null;
+  periodStart: bigint | null;
+}
+
+export class TrafficMonitor {
+  private readonly db: Db;
+  private readonly bus: EventBus;
+  private readonly config: TrafficConfig;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly iptables: Iptables;
+  private readonly shaper: Shaper;
+  private readonly chains = new Map<string, ChainEntry>();
+  private readonly services = new Map<string, ServiceEntry>();
+  private stored = new Map<string, StoredRow>();
+  private status: { ok: boolean; detail: string } = { ok: false, detail: 'not started' };
+  private timer: NodeJS.Timeout | null = null;
+  private lastPersist = 0;
+  private started = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private systemRules: DesiredChain[] | null = null;
+  private readonly stmts: { upsert: Database.Statement; deleteChain: Database.Statement; alert: Database.Statement; alerted: Database.Statement };
+
+  constructor(opts: TrafficMonitorOptions) {
+    this.db = opts.db;
+    this.bus = opts.bus;
+    this.config = opts.config;
+    this.logger = opts.logger;
+    this.now = opts.now ?? Date.now;
+    this.iptables = new Iptables({ ...(opts.runner ? { runner: opts.runner } : {}), ...(opts.binaries ? { binaries: opts.binaries } : {}) });
+    this.shaper = new Shaper({ ...(opts.runner ? { runner: opts.runner } : {}), ...(opts.binaries?.tc ? { tc: opts.binaries.tc } : {}) });
+    const sqlite = this.db.$client;
+    this.stmts = {
+      upsert: sqlite.prepare(
+        `INSERT INTO trafficmonitor (chain, time, value, serviceId, direction, periodStart, createdAt, updatedAt)
+         VALUES (@chain, @time, @value, @serviceId, @direction, @periodStart, @time, @time)
+         ON CONFLICT(chain) DO UPDATE SET time = excluded.time, value = excluded.value, serviceId = excluded.serviceId,
+           direction = excluded.direction, periodStart = excluded.periodStart, updatedAt = excluded.updatedAt`,
+      ),
+      deleteChain: sqlite.prepare('DELETE FROM trafficmonitor WHERE chain = ?'),
+      alert: sqlite.prepare("INSERT INTO alerts (time, source, serviceId, kind, message, payload) VALUES (?, 'traffic', ?, 'traffic.limit', ?, ?)"),
+      alerted: sqlite.prepare(
+        "SELECT 1 FROM alerts WHERE source = 'traffic' AND kind = 'traffic.limit' AND serviceId = ? AND time >= ? AND json_extract(payload, '$.chain') = ? LIMIT 1",
+      ),
+    };
+  }
+
+  private get period(): Period {
+    return this.config.period;
+  }
+
+  health(): { ok: boolean; detail: string } {
+    return { ...this.status };
+  }
+
+  /** Loads stored totals, creates the system chains, takes a first sample and starts sampling. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    if (!this.config.enabled) {
+      this.status = { ok: true, detail: 'traffic accounting disabled by configuration' };
+      return;
+    }
+    this.loadStored();
+    for (const d of ['in', 'out'] as const) this.register(systemChain(d), null, d);
+    this.lastPersist = this.now();
+    await this.sampleNow();
+    this.timer = setInterval(() => {
+      this.sampleNow().catch((err: unknown) => this.logger.error('traffic sample failed', { err }));
+    }, this.config.sampleIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops sampling, takes a last sample (when possible) and persists every chain. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    if (!this.config.enabled) return;
+    await this.serial(async () => {
+      await this.tick(false);
+      this.persist();
+    });
+  }
+
+  /**
+   * Starts accounting (and limits and shaping) for a service at `address`. Continues from the
+   * stored total of this period. Never fails for lack of iptables: health says why.
+   */
+  async addService(serviceId: string, address: string, opts: ServiceTrafficOptions): Promise<void> {
+    await this.serial(async () => {
+      const prev = this.services.get(serviceId);
+      const entry: ServiceEntry = {
+        serviceId,
+        address,
+        opts: { ...opts },
+        in: prev?.in ?? this.register(serviceChain(serviceId, 'in'), serviceId, 'in'),
+        out: prev?.out ?? this.register(serviceChain(serviceId, 'out'), serviceId, 'out'),
+      };
+      this.services.set(serviceId, entry);
+      if (this.config.enabled && this.started) await this.tick(false);
+      await this.shape(entry);
+    });
+  }
+
+  /** Changes limits and speeds at once (a lifted limit unblocks, a lowered one blocks now). */
+  async updateLimits(serviceId: string, limits: Partial<ServiceTrafficOptions>): Promise<void> {
+    await this.serial(async () => {
+      const entry = this.services.get(serviceId);
+      if (!entry) return;
+      entry.opts = { ...entry.opts, ...limits };
+      if (this.config.enabled && this.started) await this.tick(false);
+      await this.shape(entry);
+    });
+  }
+
+  /** Deletes the service's chains, hooks and stored totals. */
+  async removeService(serviceId: string): Promise<void> {
+    await this.serial(async () => {
+      const names = [serviceChain(serviceId, 'in'), serviceChain(serviceId, 'out')];
+      this.services.delete(serviceId);
+      for (const n of names) {
+        this.chains.delete(n);
+        this.stored.delete(n);
+        this.stmts.deleteChain.run(n);
+      }
+      if (!this.config.enabled) return;
+      try {
+        const current = (await this.iptables.save()).get('filter');
+        const plan = planRules(current, [], { remove: names });
+        if (plan.script) await this.iptables.restore(plan.script);
+      } catch (err) {
+        this.degrade(err);
+      }
+    });
+  }
+
+  /**
+   * Removes chains and stored rows of every service not in `liveServiceIds` (and not added).
+   * Call after adding the live services at start-up.
+   */
+  async reconcile(liveServiceIds: Set<string>): Promise<{ removed: string[] }> {
+    return this.serial(async () => {
+      const removed = new Set<string>();
+      for (const id of [...this.services.keys()]) {
+        if (liveServiceIds.has(id)) continue;
+        const e = this.services.get(id)!;
+        this.services.delete(id);
+        this.chains.delete(e.in.chain);
+        this.chains.delete(e.out.chain);
+      }
+      const rows = this.db.$client.prepare('SELECT chain, serviceId FROM trafficmonitor WHERE serviceId IS NOT NULL').all() as { chain: string; serviceId: string }[];
+      for (const r of rows) {
+        if (liveServiceIds.has(r.serviceId) && this.chains.has(r.chain)) continue;
+        this.stmts.deleteChain.run(r.chain);
+        this.stored.delete(r.chain);
+        removed.add(r.chain);
+      }
+      if (this.config.enabled) {
+        try {
+          const current = (await this.iptables.save()).get('filter');
+          const plan = planRules(current, this.desired(), { removeOthers: true });
+          if (plan.script) await this.iptables.restore(plan.script);
+          for (const c of plan.rebuilt) this.rebaseChain(c);
+          for (const c of plan.removed) removed.add(c);
+        } catch (err) {
+          this.degrade(err);
+        }
+      }
+      return { removed: [...removed].sort() };
+    });
+  }
+
+  /** Samples every chain now (one iptables-save), applies limits, publishes `traffic`. */
+  async sampleNow(): Promise<void> {
+    if (!this.config.enabled) return;
+    await this.serial(() => this.tick(true));
+  }
+
+  /** Persists every chain's total now, in one transaction. */
+  persistNow(): void {
+    this.persist();
+  }
+
+  get(serviceId?: string): TrafficRow[] {
+    const rows: TrafficRow[] = [];
+    for (const c of this.chains.values()) {
+      if (serviceId !== undefined && c.serviceId !== serviceId) continue;
+      rows.push(this.row(c));
+    }
+    return rows.sort((a, b) => (a.serviceId ?? '').localeCompare(b.serviceId ?? '') || a.direction.localeCompare(b.direction));
+  }
+
+  // ---- internals
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private loadStored(): void {
+    const stmt = this.db.$client.prepare('SELECT chain, value, periodStart FROM trafficmonitor').safeIntegers(true);
+    this.stored = new Map((stmt.all() as StoredRow[]).map((r) => [r.chain, r]));
+  }
+
+  private register(chain: string, serviceId: string | null, direction: Direction): ChainEntry {
+    const existing = this.chains.get(chain);
+    if (existing) return existing;
+    const start = periodStartOf(this.now(), this.period);
+    const s = this.stored.get(chain);
+    const base = s && s.value !== null && s.periodStart !== null && Number(s.periodStart) === start ? s.value : 0n;
+    const entry: ChainEntry = { chain, serviceId, direction, total: startTotal(base < 0n ? 0n : base, start), blocked: false };
+    this.chains.set(chain, entry);
+    return entry;
+  }
+
+  private limitOf(c: ChainEntry): number | null {
+    if (c.serviceId === null) return null;
+    const s = this.services.get(c.serviceId);
+    const v = c.direction === 'in' ? s?.opts.dlLimit : s?.opts.ulLimit;
+    return v !== null && v !== undefined && v > 0 ? v : null;
+  }
+
+  private row(c: ChainEntry): TrafficRow {
+    return {
+      chain: c.chain,
+      serviceId: c.serviceId,
+      direction: c.direction,
+      bytes: Number(totalOf(c.total)),
+      limit: this.limitOf(c),
+      blocked: c.blocked,
+      periodStart: c.total.periodStart,
+    };
+  }
+
+  private desired(): DesiredChain[] {
+    const local = this.config.localSubnets;
+    this.systemRules ??= [systemChainRules('in', local), systemChainRules('out', local)];
+    const out: DesiredChain[] = [...this.systemRules];
+    for (const s of this.services.values()) {
+      const key = `${s.address} ${s.in.blocked} ${s.out.blocked}`;
+      if (s.rules?.key !== key) {
+        s.rules = {
+          key,
+          chains: [serviceChainRules(s.in.chain, 'in', s.address, local, s.in.blocked), serviceChainRules(s.out.chain, 'out', s.address, local, s.out.blocked)],
+        };
+      }
+      out.push(...s.rules.chains);
+    }
+    return out;
+  }
+
+  private degrade(err: unknown): void {
+    const e = toSmError(err);
+    const detail = `iptables unavailable: ${e.message}`;
+    if (this.status.ok || this.status.detail !== detail) this.logger.warn('traffic accounting unavailable', { err: e });
+    this.status = { ok: false, detail };
+  }
+
+  /**
+   * One sample: read all counters, advance the totals (period, resets), decide blocks, bring the
+   * chains to what they should be (one restore, only if something differs), alert on crossings,
+   * publish, persist when due.
+   */
+  private async tick(publish: boolean): Promise<void> {
+    const now = this.now();
+    const start = periodStartOf(now, this.period);
+    let current;
+    try {
+      current = (await this.iptables.save()).get('filter');
+    } catch (err) {
+      this.degrade(err);
+      return;
+    }
+    const counters = countingBytes(current);
+    const crossed: ChainEntry[] = [];
+    for (const c of this.chains.values()) {
+      const counter = counters.get(c.chain);
+      if (counter !== undefined) c.total = observe(c.total, counter, start);
+      else if (c.total.periodStart !== start) c.total = { base: 0n, offset: 0n, last: null, periodStart: start };
+      const limit = this.limitOf(c);
+      const over = limit !== null && totalOf(c.total) >= BigInt(limit);
+      if (over && !c.blocked) crossed.push(c);
+      c.blocked = over;
+    }
+    try {
+      const plan = planRules(current, this.desired());
+      if (plan.script) {
+        await this.iptables.restore(plan.script);
+        for (const name of plan.rebuilt) this.rebaseChain(name);
+      }
+      if (!this.status.ok) this.logger.info('traffic accounting available');
+      this.status = { ok: true, detail: `${this.chains.size} chains, sampled ${new Date(now).toISOString()}` };
+    } catch (err) {
+      this.degrade(err);
+    }
+    for (const c of crossed) this.alert(c, now);
+    if (publish) this.bus.publish('traffic', { samples: this.get() });
+    if (now - this.lastPersist >= this.config.persistIntervalMs) this.persist();
+  }
+
+  private rebaseChain(name: string): void {
+    const c = this.chains.get(name);
+    if (c) c.total = rebase(c.total);
+  }
+
+  private alert(c: ChainEntry, now: number): void {
+    const row = this.row(c);
+    if (this.stmts.alerted.get(c.serviceId, c.total.periodStart, c.chain)) return; // already told this period (before a restart)
+    const what = c.direction === 'in' ? 'download' : 'upload';
+    const message = `service ${c.serviceId}: ${what} limit of ${row.limit} bytes per ${this.period} reached (${row.bytes} bytes); ${what} blocked until the next period`;
+    const payload = { chain: c.chain, direction: c.direction, bytes: row.bytes, limit: row.limit, periodStart: c.total.periodStart };
+    const id = Number(this.stmts.alert.run(now, c.serviceId, message, JSON.stringify(payload)).lastInsertRowid);
+    this.logger.warn('traffic limit reached', { serviceId: c.serviceId, ...payload });
+    this.bus.publish('alert', { id, serviceId: c.serviceId, kind: 'traffic.limit', message });
+    const event: EventMap['traffic'] & { kind: string } = { samples: [row], kind: 'limit' };
+    this.bus.publish('traffic', event);
+  }
+
+  private persist(): void {
+    const now = this.now();
+    const rows = [...this.chains.values()].map((c) => ({
+      chain: c.chain,
+      time: now,
+      value: totalOf(c.total),
+      serviceId: c.serviceId,
+      direction: c.direction,
+      periodStart: c.total.periodStart,
+    }));
+    this.db.$client.transaction(() => {
+      for (const r of rows) this.stmts.upsert.run(r);
+    })();
+    this.lastPersist = now;
+  }
+
+  private async shape(entry: ServiceEntry): Promise<void> {
+    const { hostVeth, netnsName, dlSpeed, ulSpeed } = entry.opts;
+    if (!hostVeth || !netnsName) return;
+    try {
+      await this.shaper.apply({ hostVeth, netnsName }, { dlSpeed, ulSpeed });
+    } catch (err) {
+      this.logger.warn('traffic shaping not applied', { serviceId: entry.serviceId, err });
+    }
+  }
+}

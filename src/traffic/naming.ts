@@ -1,0 +1,28 @@
+/** Chain names: stable across restarts (derived from the service id), within iptables' 28 chars. */
+import { createHash } from 'node:crypto';
+
+export const SYSTEM_IN = 'SMD_SYSTEM_IN';
+export const SYSTEM_OUT = 'SMD_SYSTEM_OUT';
+export const CHAIN_PREFIX = 'SMD_';
+/** iptables' limit on a chain name (XT_EXTENSION_MAXNAMELEN - 1). */
+export const MAX_CHAIN_NAME = 28;
+
+export type Direction = 'in' | 'out';
+
+export function chainHash(serviceId: string): string {
+  return createHash('sha256').update(serviceId, 'utf8').digest('hex').slice(0, 12).toUpperCase();
+}
+
+/** `SMD_<12 hex>_IN` (download, to the service) or `_OUT` (upload): 19/20 characters. */
+export function serviceChain(serviceId: string, direction: Direction): string {
+  return `${CHAIN_PREFIX}${chainHash(serviceId)}_${direction === 'in' ? 'IN' : 'OUT'}`;
+}
+
+export function systemChain(direction: Direction): string {
+  return direction === 'in' ? SYSTEM_IN : SYSTEM_OUT;
+}
+
+/** A chain smd owns (service or system). */
+export function isSmdChain(name: string): boolean {
+  return /^SMD_([0-9A-F]{12}|SYSTEM)_(IN|OUT)$/.test(name);
+}

@@ -1,0 +1,123 @@
+/**
+ * Pure rule planning: what smd's chains should hold, and the one `iptables-restore --noflush`
+ * script that turns the current filter table into that.
+ */
+import { normalizeCidr } from '../net/ipv4.js';
+import type { SavedTable } from './parse.js';
+import { isSmdChain, systemChain, type Direction } from './naming.js';
+
+export interface DesiredChain {
+  name: string;
+  /** Rule specs in order (what follows `-A <name>`), in iptables-save's canonical spelling. */
+  rules: string[];
+  /** The rule in a built-in chain that jumps here. */
+  hook: { chain: 'INPUT' | 'OUTPUT' | 'FORWARD'; spec: string };
+}
+
+const DROP = /(^|\s)-j DROP$/;
+
+/**
+ * A service chain. Traffic to/from local subnets returns uncounted (IN matches the remote
+ * source, OUT the remote destination); when blocked, a DROP comes before the counting rule, so
+ * dropped traffic is neither delivered nor counted.
+ */
+export function serviceChainRules(name: string, direction: Direction, address: string, localSubnets: readonly string[], blocked: boolean): DesiredChain {
+  const self = `${direction === 'in' ? '-d' : '-s'} ${normalizeCidr(address)}`;
+  const remote = direction === 'in' ? '-s' : '-d';
+  const rules = localSubnets.map((s) => `${remote} ${normalizeCidr(s)} -j RETURN`);
+  if (blocked) rules.push(`${self} -j DROP`);
+  rules.push(self);
+  return { name, rules, hook: { chain: 'FORWARD', spec: `${self} -j ${name}` } };
+}
+
+/** SMD_SYSTEM_IN/OUT: everything the device itself receives/sends, except loopback and local subnets. */
+export function systemChainRules(direction: Direction, localSubnets: readonly string[]): DesiredChain {
+  const name = systemChain(direction);
+  const lo = direction === 'in' ? '-i lo -j RETURN' : '-o lo -j RETURN';
+  const remote = direction === 'in' ? '-s' : '-d';
+  const rules = [lo, ...localSubnets.map((s) => `${remote} ${normalizeCidr(s)} -j RETURN`), ''];
+  return { name, rules, hook: { chain: direction === 'in' ? 'INPUT' : 'OUTPUT', spec: `-j ${name}` } };
+}
+
+export interface Plan {
+  /** The restore script, or null when nothing is to change. */
+  script: string | null;
+  /** Chains flushed and refilled, or created: their counters (re)start at 0. */
+  rebuilt: string[];
+  /** Chains deleted. */
+  removed: string[];
+}
+
+const BUILTIN = ['INPUT', 'FORWARD', 'OUTPUT'];
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * Plans the changes from `current` (the parsed filter table; undefined = empty) to `desired`.
+ * A chain whose rules differ only by its DROP rule gets the DROP inserted or deleted in place, so
+ * its counters survive a block or unblock; any other difference rebuilds the chain. With
+ * `removeOthers`, every other smd chain (and its hooks) is deleted.
+ */
+export function planRules(current: SavedTable | undefined, desired: readonly DesiredChain[], opts: { removeOthers?: boolean; remove?: readonly string[] } = {}): Plan {
+  const declare: string[] = [];
+  const edits: string[] = [];
+  const hooksDel: string[] = [];
+  const hooksAdd: string[] = [];
+  const drop: string[] = [];
+  const rebuilt: string[] = [];
+  const removed: string[] = [];
+  const wanted = new Set(desired.map((d) => d.name));
+
+  const hooks = new Map<string, { chain: string; spec: string }[]>();
+  const specs = new Map<string, string[]>();
+  for (const r of current?.rules ?? []) {
+    const list = specs.get(r.chain);
+    if (list) list.push(r.spec);
+    else specs.set(r.chain, [r.spec]);
+    if (!BUILTIN.includes(r.chain)) continue;
+    const to = r.target;
+    if (to && isSmdChain(to)) hooks.set(to, [...(hooks.get(to) ?? []), { chain: r.chain, spec: r.spec }]);
+  }
+
+  for (const d of desired) {
+    const exists = current?.chains.has(d.name) ?? false;
+    const have = specs.get(d.name) ?? [];
+    if (!exists || !sameList(have, d.rules)) {
+      const haveNoDrop = have.filter((s) => !DROP.test(s));
+      const wantNoDrop = d.rules.filter((s) => !DROP.test(s));
+      if (exists && sameList(haveNoDrop, wantNoDrop)) {
+        for (const s of have) if (DROP.test(s)) edits.push(`-D ${d.name} ${s}`);
+        d.rules.forEach((s, i) => {
+          if (DROP.test(s)) edits.push(`-I ${d.name} ${i + 1} ${s}`);
+        });
+      } else {
+        declare.push(`:${d.name} - [0:0]`);
+        for (const s of d.rules) edits.push(s ? `-A ${d.name} ${s}` : `-A ${d.name}`);
+        rebuilt.push(d.name);
+      }
+    }
+    let kept = false;
+    for (const h of hooks.get(d.name) ?? []) {
+      if (!kept && h.chain === d.hook.chain && h.spec === d.hook.spec) kept = true;
+      else hooksDel.push(`-D ${h.chain} ${h.spec}`);
+    }
+    if (!kept) hooksAdd.push(`-I ${d.hook.chain} 1 ${d.hook.spec}`);
+  }
+
+  const toRemove = new Set<string>(opts.remove ?? []);
+  if (opts.removeOthers) for (const name of current?.chains.keys() ?? []) if (isSmdChain(name) && !wanted.has(name)) toRemove.add(name);
+  for (const name of toRemove) {
+    if (wanted.has(name) || !current?.chains.has(name)) continue;
+    for (const h of hooks.get(name) ?? []) hooksDel.push(`-D ${h.chain} ${h.spec}`);
+    // Any other reference (another smd chain jumping here) would make -X fail: drop those too.
+    for (const r of current.rules) if (!BUILTIN.includes(r.chain) && r.chain !== name && r.target === name) hooksDel.push(`-D ${r.chain} ${r.spec}`);
+    drop.push(`-F ${name}`, `-X ${name}`);
+    removed.push(name);
+  }
+
+  const body = [...declare, ...hooksDel, ...edits, ...hooksAdd, ...drop];
+  if (body.length === 0) return { script: null, rebuilt, removed };
+  return { script: ['*filter', ...body, 'COMMIT', ''].join('\n'), rebuilt, removed };
+}

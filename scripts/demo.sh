@@ -27,7 +27,7 @@ JSON
 say "start smd as a Type=notify unit (returns once smd sent READY=1)"
 started=$(date +%s%N)
 systemd-run --user --unit=smd --quiet -p Type=notify -p NotifyAccess=main -p WatchdogSec=10s -p TimeoutStopSec=30s \
-  "$(command -v node)" "$root/dist/daemon/main.js" --config "$config"
+  "$root/dist/daemon/main.js" --config "$config"
 echo "ready after $(( ($(date +%s%N) - started) / 1000000 )) ms"
 systemctl --user show smd -p ActiveState -p SubState -p StatusText -p MainPID -p WatchdogUSec | sed 's/^/  /'
 

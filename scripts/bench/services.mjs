@@ -63,7 +63,7 @@ async function main() {
 
   const fullTimes = [];
   for (let i = 0; i < 3; i++) {
-    smd = await startSmd(dir, config);
+    smd = await startSmd(dir, config, {}, process.env.BENCH_PROFILE_DIR ? ['--max-semi-space-size=1', '--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`] : null);
     fullTimes.push(smd.readyMs);
     if (i < 2) await smd.stop();
   }

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { SmError } from '../errors.js';
 import { run } from '../exec/run.js';
 
@@ -10,19 +11,19 @@ export function accountName(uid: number): string {
   return `smd-${uid}`;
 }
 
-export async function accountExists(uid: number): Promise<boolean> {
-  try {
-    const { stdout } = await run('getent', ['passwd', accountName(uid)], { timeoutMs: 10_000 });
-    return stdout.split(':')[2] === String(uid);
-  } catch {
-    return false;
-  }
+/**
+ * Reads /etc/passwd itself (useradd writes our accounts there); start-up, which checks hundreds,
+ * passes the text it read once.
+ */
+export async function accountExists(uid: number, passwd?: string): Promise<boolean> {
+  const text = passwd ?? (await readFile('/etc/passwd', 'utf8'));
+  return text.includes(`\n${accountName(uid)}:x:${uid}:`) || text.startsWith(`${accountName(uid)}:x:${uid}:`);
 }
 
 /** Creates the account if missing (idempotent, so a crash between steps is harmless). */
-export async function ensureAccount(uid: number): Promise<string> {
+export async function ensureAccount(uid: number, passwd?: string): Promise<string> {
   const name = accountName(uid);
-  if (await accountExists(uid)) return name;
+  if (await accountExists(uid, passwd)) return name;
   try {
     await run('getent', ['group', name], { timeoutMs: 10_000 });
   } catch {

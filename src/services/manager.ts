@@ -1,4 +1,4 @@
-import { readdir, rm, mkdir, chown } from 'node:fs/promises';
+import { readdir, readFile, rm, mkdir, chown } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { and, eq, sql } from 'drizzle-orm';
@@ -345,17 +345,25 @@ export class ServiceManager {
   }
 
   /** Account, storage, overlay upper dir and unit file for the row as it is. Idempotent. */
-  private async prepareFiles(row: Row): Promise<void> {
+  /**
+   * Account, storage and unit file for the row as it is. Idempotent and cheap when nothing
+   * changed: the unit file is only rewritten (and systemd reloaded) when its text differs.
+   * With `reload: false` the caller reloads once for many services. Returns whether it wrote.
+   */
+  private async prepareFiles(row: Row, opts: { reload?: boolean; passwd?: string } = {}): Promise<boolean> {
     const id = row.id;
     const uid = row.uid!;
-    await ensureAccount(uid);
+    await ensureAccount(uid, opts.passwd);
     const key = usersKey(this.currentUsers());
     const data = this.layout.dataDirOf(key, id);
     await mkdir(this.layout.serviceDir(id), { recursive: true });
     await mkdir(data, { recursive: true });
     await chown(data, uid, uid);
     const text = renderUnit(await this.unitSpec(row, data));
-    await this.deps.systemd.writeUnit(row.unit!, text);
+    const current = await readFile(join(this.deps.config.systemd.unitDir, row.unit!), 'utf8').catch(() => null);
+    if (current === text) return false;
+    await this.deps.systemd.writeUnit(row.unit!, text, { reload: opts.reload ?? true });
+    return true;
   }
 
   private async unitSpec(row: Row, dataDir: string): Promise<UnitSpec> {
@@ -700,23 +708,34 @@ export class ServiceManager {
       }
     }
     const attached = this.attachedTo(this.currentUsers());
-    for (const row of rows) {
+    // Files of all services at once (their I/O overlaps), then one reload if any unit changed.
+    let unitsChanged = false;
+    const ready: Row[] = [];
+    const passwd = await readFile('/etc/passwd', 'utf8');
+    await forEachLimit(rows, 16, async (row) => {
       try {
-        await this.prepareFiles(row);
+        unitsChanged = (await this.prepareFiles(row, { reload: false, passwd })) || unitsChanged;
+        ready.push(row);
+      } catch (err) {
+        this.deps.logger.error('could not restore service files', { id: row.id, err });
+        report.failed.push(row.id);
+      }
+    });
+    if (unitsChanged) await this.deps.systemd.reload();
+    const mounted = new Set(await mountPoints());
+    for (const row of ready) {
+      try {
+        const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
         if (!this.shouldRun(row, attached)) {
           // E.g. a users.set interrupted between stopping and starting.
-          const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
           if (state && state.activeState !== 'inactive' && state.activeState !== 'failed') await this.stopUnit(row);
           await unmount(this.layout.rootDir(row.id));
+        } else if (state?.activeState === 'active') {
+          if (!mounted.has(this.layout.rootDir(row.id))) await this.mountRoot(row);
+          this.markState(row.id, STATE.running, STATUS.ok);
         } else {
-          const state = this.deps.systemd.knownUnits().find((u) => u.unit === row.unit);
-          if (state?.activeState === 'active') {
-            await this.mountRoot(row);
-            this.markState(row.id, STATE.running, STATUS.ok);
-          } else {
-            await this.startUnit(row);
-            report.started.push(row.id);
-          }
+          await this.startUnit(row);
+          report.started.push(row.id);
         }
       } catch (err) {
         this.deps.logger.error('could not restore service', { id: row.id, err });
@@ -816,6 +835,15 @@ function toService(r: Row): Service {
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
   };
+}
+
+/** Runs `fn` over `items` with at most `limit` running at once. */
+async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 async function listDir(dir: string): Promise<string[]> {

@@ -100,7 +100,8 @@ export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<
   const notify = notifyListener(dir);
   let out = '';
   // Inside a sandbox smd runs in its namespaces (mounts, network) through nsenter, which execs it.
-  const argv = [process.execPath, DAEMON, '--config', configPath];
+  // The daemon runs as installed: through its shebang, with its V8 flags.
+  const argv = [DAEMON, '--config', configPath];
   const [cmd, ...args] = opts.sandbox ? ['nsenter', '-t', String(opts.sandbox.pid), '-m', '-n', '--', ...argv] : argv;
   const proc = spawn(cmd!, args, {
     env: { ...process.env, ...(opts.sandbox?.env ?? {}), NOTIFY_SOCKET: notify.path, ...opts.env },

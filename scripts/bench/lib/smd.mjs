@@ -15,7 +15,8 @@ export function scratchDir(prefix = 'smd-bench-') {
 }
 
 /** Returns {proc, socket, readyMs, rssKb(), stop()}; readyMs is from spawn to READY=1. */
-export async function startSmd(dir, config = {}, env = {}) {
+/** `nodeArgs` (e.g. --cpu-prof) run the daemon through node with them instead of its shebang. */
+export async function startSmd(dir, config = {}, env = {}, nodeArgs = null) {
   const configPath = join(dir, 'smd.json');
   writeFileSync(configPath, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'warn', ...config }));
   const notifyPath = join(dir, `notify-${process.hrtime.bigint()}.sock`);
@@ -25,7 +26,9 @@ export async function startSmd(dir, config = {}, env = {}) {
   notify.on('message', (m) => m.toString().includes('READY=1') && onReady(performance.now()));
   notify.bind(notifyPath);
   const t0 = performance.now();
-  const proc = spawn(process.execPath, [join(ROOT, 'dist/daemon/main.js'), '--config', configPath], { env: { ...process.env, NOTIFY_SOCKET: notifyPath, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const main = join(ROOT, 'dist/daemon/main.js');
+  const [cmd, args] = nodeArgs ? [process.execPath, [...nodeArgs, main, '--config', configPath]] : [main, ['--config', configPath]];
+  const proc = spawn(cmd, args, { env: { ...process.env, NOTIFY_SOCKET: notifyPath, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((r) => proc.once('exit', r));
   const readyAt = await Promise.race([ready, exited.then((c) => { throw new Error(`smd exited ${c} before READY`); })]);
   notify.close();

@@ -43,7 +43,9 @@ say "smctl services install hello-http v1"
 smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v1.tar"
 smctl services ls
 say "fetch its page"
-node "$root/scripts/http-get.mjs" http://127.0.0.1:8080/
+address=$(smctl --json services get hello-http | node -e 'process.stdin.on("data", (d) => process.stdout.write(JSON.parse(d).address))')
+echo "GET http://$address:8080/ (the service's own network namespace, behind smd's bridge)"
+node "$root/scripts/http-get.mjs" "http://$address:8080/"
 
 say "stop smd (STOPPING=1, orderly shutdown) and show its journal"
 systemctl --user stop smd

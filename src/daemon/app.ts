@@ -13,6 +13,15 @@ import { ServiceManager } from '../services/manager.js';
 import { serviceMethods } from '../services/methods.js';
 import { SystemdManager } from '../systemd/manager.js';
 import { userMethods } from '../users/methods.js';
+import { AlertStore } from '../alerts/store.js';
+import { alertMethods } from '../alerts/methods.js';
+import { JournalAlerts } from '../journal/alerts.js';
+import { Monitor } from '../monitoring/monitor.js';
+import { monitoringMethods } from '../monitoring/methods.js';
+import { NetworkManager } from '../net/network.js';
+import { TrafficMonitor } from '../traffic/monitor.js';
+import { trafficMethods } from '../traffic/methods.js';
+import type { ServiceNetworking } from '../services/manager.js';
 import { Operations, type Operation } from '../operations/operations.js';
 import { Dispatcher } from '../rpc/dispatcher.js';
 import { MethodRegistry } from '../rpc/registry.js';
@@ -39,6 +48,11 @@ export class Daemon {
   layers!: LayerStore;
   systemd!: SystemdManager;
   services!: ServiceManager;
+  network: NetworkManager | null = null;
+  traffic: TrafficMonitor | null = null;
+  alerts!: AlertStore;
+  monitor!: Monitor;
+  journalAlerts!: JournalAlerts;
   private servers: RpcServer[] = [];
   private timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | null = null;
@@ -73,12 +87,37 @@ export class Daemon {
       const h = this.systemd.health();
       return { ok: h.ok, detail: h.detail };
     });
-    this.health.register('journal', () =>
-      existsSync(JOURNAL_SOCKET) ? { ok: true, detail: 'journald is listening' } : { ok: false, detail: `${JOURNAL_SOCKET} is missing: is systemd-journald running?` },
-    );
+    this.alerts = new AlertStore({ db: this.database.db, bus: this.bus });
+    this.journalAlerts = new JournalAlerts({ db: this.database.db, alerts: this.alerts, logger: logger.child({ module: 'journal' }), alertPriority: config.journal.alertPriority });
+    this.health.register('journal', () => (existsSync(JOURNAL_SOCKET) ? this.journalAlerts.health() : { ok: false, detail: `${JOURNAL_SOCKET} is missing: is systemd-journald running?` }));
+    const networking = await this.startTraffic();
     await this.systemd.connect();
-    this.services = new ServiceManager({ db: this.database.db, config, systemd: this.systemd, layers: this.layers, operations: this.operations, bus: this.bus, logger: logger.child({ module: 'services' }) });
+    this.services = new ServiceManager({
+      db: this.database.db,
+      config,
+      systemd: this.systemd,
+      layers: this.layers,
+      operations: this.operations,
+      bus: this.bus,
+      logger: logger.child({ module: 'services' }),
+      ...(networking ? { networking } : {}),
+    });
     await this.restoreServices(interrupted);
+    if (this.network && this.traffic) {
+      const live = new Set(this.services.list().map((s) => s.id));
+      await this.network.reconcile(live);
+      await this.traffic.reconcile(live);
+    }
+    this.monitor = new Monitor({
+      db: this.database.db,
+      systemd: this.systemd,
+      logger: logger.child({ module: 'monitoring' }),
+      dataDir: config.dataDir,
+      alerts: this.alerts,
+      ...(this.traffic ? { trafficTotals: () => trafficTotals(this.traffic!) } : {}),
+    });
+    this.monitor.start();
+    await this.journalAlerts.start();
 
     this.registry.add(
       ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
@@ -86,6 +125,9 @@ export class Daemon {
       ...layerMethods(this.layers, this.operations),
       ...serviceMethods(this.services, this.operations),
       ...userMethods(this.services, this.operations),
+      ...alertMethods(this.alerts),
+      ...monitoringMethods(this.monitor),
+      ...trafficMethods(this.traffic ?? { get: () => [] }),
       ...subscriptionMethods(this.bus),
     );
 
@@ -97,6 +139,43 @@ export class Daemon {
     ];
     for (const server of this.servers) await server.listen();
     logger.info('smd started', { socket: config.socket, readOnlySocket: config.readOnlySocket, database: config.database.path });
+  }
+
+  /**
+   * Per-service networks and traffic accounting, when enabled. Without iptables (missing or
+   * failing) traffic is reported unhealthy and services still install and run.
+   */
+  private async startTraffic(): Promise<ServiceNetworking | null> {
+    const { config, logger } = this;
+    if (!config.traffic.enabled) {
+      this.health.register('traffic', () => ({ ok: true, detail: 'disabled in the configuration' }));
+      return null;
+    }
+    const network = new NetworkManager({ db: this.database.db, config: config.traffic, logger: logger.child({ module: 'net' }) });
+    const traffic = new TrafficMonitor({ db: this.database.db, bus: this.bus, config: config.traffic, logger: logger.child({ module: 'traffic' }) });
+    this.network = network;
+    this.traffic = traffic;
+    this.health.register('traffic', () => {
+      const t = traffic.health();
+      const n = network.health();
+      return t.ok && n.ok ? t : { ok: false, detail: [t.ok ? null : t.detail, n.ok ? null : n.detail].filter(Boolean).join('; ') };
+    });
+    await traffic.start();
+    return {
+      ensure: async (serviceId, limits) => {
+        const n = await network.ensureServiceNetwork(serviceId);
+        await traffic
+          .addService(serviceId, n.address, { ...trafficLimits(limits), hostVeth: n.hostVeth, netnsName: n.netnsName })
+          .catch((err: unknown) => logger.warn('traffic accounting for a service failed; it runs unaccounted', { serviceId, err }));
+        return { netnsPath: n.netnsPath, address: n.address };
+      },
+      remove: async (serviceId) => {
+        await traffic.removeService(serviceId).catch((err: unknown) => logger.warn('removing traffic chains failed', { serviceId, err }));
+        await network.removeServiceNetwork(serviceId);
+      },
+      address: (serviceId) => network.addressOf(serviceId),
+      updateLimits: (serviceId, limits) => traffic.updateLimits(serviceId, trafficLimits(limits)),
+    };
   }
 
   /**
@@ -140,6 +219,9 @@ export class Daemon {
     this.stopping ??= (async () => {
       for (const t of this.timers) clearInterval(t);
       await Promise.all(this.servers.map((s) => s.close()));
+      await this.monitor?.stop();
+      await this.journalAlerts?.stop();
+      await this.traffic?.stop();
       if (this.operations) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([this.operations.drain(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
@@ -155,6 +237,23 @@ export class Daemon {
 }
 
 const JOURNAL_SOCKET = '/run/systemd/journal/socket';
+
+function trafficLimits(s: { ulLimit?: number | undefined; dlLimit?: number | undefined; ulSpeed?: number | undefined; dlSpeed?: number | undefined }) {
+  return { ulLimit: s.ulLimit ?? null, dlLimit: s.dlLimit ?? null, ulSpeed: s.ulSpeed ?? null, dlSpeed: s.dlSpeed ?? null };
+}
+
+/** Upload (out) and download (in) totals of the current period, per service. */
+function trafficTotals(traffic: TrafficMonitor): Map<string, { upload: number | null; download: number | null }> {
+  const totals = new Map<string, { upload: number | null; download: number | null }>();
+  for (const row of traffic.get()) {
+    if (!row.serviceId) continue;
+    const t = totals.get(row.serviceId) ?? { upload: null, download: null };
+    if (row.direction === 'out') t.upload = row.bytes;
+    else t.download = row.bytes;
+    totals.set(row.serviceId, t);
+  }
+  return totals;
+}
 const TTL_SWEEP_MS = 3_600_000;
 
 /** Creates the directory if needed and proves it is writable, or stops with a one-line reason. */

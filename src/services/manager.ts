@@ -40,6 +40,8 @@ export interface Service {
   rowVersion: number;
   createdAt: number;
   updatedAt: number;
+  /** The service's address on smd's bridge (null when traffic is disabled). */
+  address?: string | null;
 }
 
 export interface LiveView {
@@ -56,8 +58,13 @@ export interface LiveView {
 
 /** What a service's network provides to its unit; supplied by the traffic module when enabled. */
 export interface ServiceNetworking {
-  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string }>;
+  /** Creates (idempotently) the service's namespace, address and accounting; called before each start. */
+  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string; address: string }>;
   remove(serviceId: string): Promise<void>;
+  /** The service's address on smd's bridge, if it has one. */
+  address(serviceId: string): string | null;
+  /** Applies changed limits and speeds at once. */
+  updateLimits?(serviceId: string, limits: Settings): Promise<void>;
 }
 
 export interface InstallRequest {
@@ -111,11 +118,15 @@ export class ServiceManager {
       .from(services)
       .orderBy(services.id)
       .all()
-      .map((r) => toService(r));
+      .map((r) => this.toService(r));
   }
 
   get(id: string): Service {
-    return toService(this.row(id));
+    return this.toService(this.row(id));
+  }
+
+  private toService(r: Row): Service {
+    return { ...toService(r), address: this.deps.networking?.address(r.id) ?? null };
   }
 
   async live(id: string): Promise<LiveView | null> {
@@ -560,7 +571,7 @@ export class ServiceManager {
       const settings = { ...columnsToSettings(row), ...changes };
       const columns = settingsToColumns(settings);
       const changed = Object.entries(columns).some(([k, v]) => (row as Record<string, unknown>)[k] !== v);
-      if (!changed) return toService(row);
+      if (!changed) return this.toService(row);
       this.deps.db
         .update(services)
         .set({ ...columns, updatedAt: Date.now(), rowVersion: row.rowVersion + 1 })
@@ -568,6 +579,7 @@ export class ServiceManager {
         .run();
       const updated = this.row(id);
       await this.prepareFiles(updated);
+      await this.deps.networking?.updateLimits?.(id, columnsToSettings(updated));
       if (this.shouldRun(updated) && needsRestart(row, updated)) await this.deps.systemd.restartUnit(updated.unit!).catch((err: unknown) => this.deps.logger.warn('restart after configure failed', { id, err }));
       return this.get(id);
     });

@@ -87,7 +87,8 @@ export function tempDir(t: Tap, prefix = 'smd-test-'): string {
 export function writeConfig(dir: string, extra: Record<string, unknown> = {}, sandbox?: Sandbox): string {
   const configPath = join(dir, 'smd.json');
   const systemd = sandbox ? { bus: sandbox.bus, unitDir: sandbox.unitDir, callTimeoutMs: 5000 } : { bus: `unix:path=${join(dir, 'no-bus')}`, unitDir: join(dir, 'units') };
-  const base = { dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'debug', systemd, services: { settleMs: 300 } };
+  // Outside a sandbox, never touch the host's firewall or network.
+  const base = { dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'debug', systemd, services: { settleMs: 300 }, ...(sandbox ? {} : { traffic: { enabled: false } }) };
   const merged = { ...base, ...extra, systemd: { ...systemd, ...((extra.systemd as object) ?? {}) }, services: { ...base.services, ...((extra.services as object) ?? {}) } };
   writeFileSync(configPath, JSON.stringify(merged, null, 2));
   return configPath;

@@ -30,8 +30,10 @@ function images(dir: string): Record<string, string> {
   return Object.fromEntries(out.images.map((i) => [`${i.name}-v${i.version}`, i.path]));
 }
 
+/** GET the hello-http page at the service's own address on smd's bridge. */
 async function fetchPage(sb: Sandbox): Promise<string> {
-  return sb.run(process.execPath, [join(ROOT, 'scripts/http-get.mjs'), 'http://127.0.0.1:8080/'], { timeoutMs: 10_000 });
+  const { address } = await c.call<{ address: string }>('services.get', { id: 'hello-http' });
+  return sb.run(process.execPath, [join(ROOT, 'scripts/http-get.mjs'), `http://${address}:8080/`], { timeoutMs: 10_000 });
 }
 
 /** Waits (bounded) until a `service` event for `id` satisfies `pred`. */
@@ -86,6 +88,18 @@ t.test('install runs the service sandboxed from its image, as its own uid', asyn
   t.match(unitText, /RootDirectory=/);
   t.match(unitText, /ProtectSystem=strict/);
   t.match((await c.call<Svc[]>('services.list')).map((s) => s.id), ['hello-http']);
+});
+
+t.test('the service has its own network with traffic accounting', async (t) => {
+  const svc = await c.call<{ address: string }>('services.get', { id: 'hello-http' });
+  t.match(svc.address, /^172\.30\.\d+\.\d+$/);
+  const rows = await c.call<{ serviceId: string | null; direction: string; bytes: number; blocked: boolean }[]>('traffic.get', { serviceId: 'hello-http' });
+  t.same(rows.map((r) => r.direction).sort(), ['in', 'out']);
+  t.ok(rows.every((r) => r.serviceId === 'hello-http' && r.bytes >= 0 && !r.blocked));
+  const unitText = await sb.run('cat', [join(sb.unitDir, 'smd-hello-http.service')]);
+  t.match(unitText, /NetworkNamespacePath=\/run\/netns\/smd-/);
+  const health = await c.call<{ checks: { traffic: { ok: boolean; detail: string } } }>('system.health');
+  t.equal(health.checks.traffic.ok, true, health.checks.traffic.detail);
 });
 
 t.test('stop and start resolve when systemd is done; state follows', async (t) => {

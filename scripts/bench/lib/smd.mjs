@@ -18,7 +18,9 @@ export function scratchDir(prefix = 'smd-bench-') {
 /** `nodeArgs` (e.g. --cpu-prof) run the daemon through node with them instead of its shebang. */
 export async function startSmd(dir, config = {}, env = {}, nodeArgs = null) {
   const configPath = join(dir, 'smd.json');
-  writeFileSync(configPath, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'warn', ...config }));
+  // Outside a sandbox the host's firewall and network are never touched.
+  const traffic = process.env.SMD_SANDBOX_DIR ? {} : { traffic: { enabled: false } };
+  writeFileSync(configPath, JSON.stringify({ dataDir: join(dir, 'data'), runDir: join(dir, 'run'), logLevel: 'warn', ...traffic, ...config }));
   const notifyPath = join(dir, `notify-${process.hrtime.bigint()}.sock`);
   const notify = unixDgram.createSocket('unix_dgram');
   let onReady;

@@ -8,6 +8,7 @@ import { config as configTable, services, users as usersTable } from '../db/sche
 import { SmError, notFound, toSmError } from '../errors.js';
 import type { EventBus } from '../events/bus.js';
 import { mountOverlay, mountPoints, unmount } from '../fs/mounts.js';
+import { MIN_QUOTA_BYTES, ensureQuotaMount, quotaImagePath, releaseQuotaMount, removeQuota, resizeQuota } from '../fs/quota.js';
 import { readImage, type ImageInfo } from '../images/index.js';
 import { readUnitLog } from '../journal/logs.js';
 import { parseLayerList, type LayerStore } from '../layers/store.js';
@@ -369,7 +370,9 @@ export class ServiceManager {
     const data = this.layout.dataDirOf(key, id);
     await mkdir(this.layout.serviceDir(id), { recursive: true });
     await mkdir(data, { recursive: true });
-    await chown(data, uid, uid);
+    // storageLimit: the folder is its own small file system, so a full one harms nothing else.
+    if (row.storageLimit) await ensureQuotaMount(data, Math.max(row.storageLimit, MIN_QUOTA_BYTES), { uid, gid: uid });
+    else await chown(data, uid, uid);
     const text = renderUnit(await this.unitSpec(row, data));
     const current = await readFile(join(this.deps.config.systemd.unitDir, row.unit!), 'utf8').catch(() => null);
     if (current === text) return false;
@@ -434,7 +437,7 @@ export class ServiceManager {
       const row = this.row(id);
       this.setDesired(id, 'stopped');
       await this.stopUnit(row);
-      await unmount(this.layout.rootDir(id));
+      await this.releaseMounts(row);
       return this.get(id);
     });
   }
@@ -499,6 +502,12 @@ export class ServiceManager {
     this.markState(row.id, STATE.stopped, STATUS.ok);
   }
 
+  /** The root overlay and the storage quota of the current users, after the unit stopped. */
+  private async releaseMounts(row: Row): Promise<void> {
+    await unmount(this.layout.rootDir(row.id));
+    if (row.storageLimit) await releaseQuotaMount(this.layout.dataDirOf(usersKey(this.currentUsers()), row.id));
+  }
+
   private setDesired(id: string, desired: 'running' | 'stopped'): void {
     this.deps.db.update(services).set({ desired, updatedAt: Date.now() }).where(eq(services.id, id)).run();
   }
@@ -548,7 +557,10 @@ export class ServiceManager {
     });
     await rm(join(this.layout.mountsRoot(), id), { recursive: true, force: true });
     await rm(this.layout.serviceDir(id), { recursive: true, force: true });
-    for (const key of await listDir(this.layout.storageRoot())) await rm(this.layout.storageDir(key, id), { recursive: true, force: true });
+    for (const key of await listDir(this.layout.storageRoot())) {
+      await removeQuota(this.layout.dataDirOf(key, id)).catch(() => {});
+      await rm(this.layout.storageDir(key, id), { recursive: true, force: true });
+    }
     if (row?.uid) await removeAccount(row.uid);
     this.deps.bus.publish('service', { id, state: STATE.stopped, status: STATUS.ok, reason: 'removed' });
   }
@@ -578,6 +590,18 @@ export class ServiceManager {
         .where(and(eq(services.id, id), eq(services.rowVersion, row.rowVersion)))
         .run();
       const updated = this.row(id);
+      if (updated.storageLimit && updated.storageLimit !== row.storageLimit) {
+        // A quota is created or changes size only while the service is stopped (prepareFiles creates it).
+        const data = this.layout.dataDirOf(usersKey(this.currentUsers()), id);
+        await this.stopUnit(updated);
+        await unmount(this.layout.rootDir(id));
+        try {
+          if (existsSync(quotaImagePath(data))) await resizeQuota(data, Math.max(updated.storageLimit, MIN_QUOTA_BYTES));
+          await this.prepareFiles(updated);
+        } finally {
+          if (this.shouldRun(updated)) await this.startUnit(updated);
+        }
+      }
       await this.prepareFiles(updated);
       await this.deps.networking?.updateLimits?.(id, columnsToSettings(updated));
       if (this.shouldRun(updated) && needsRestart(row, updated)) await this.deps.systemd.restartUnit(updated.unit!).catch((err: unknown) => this.deps.logger.warn('restart after configure failed', { id, err }));
@@ -609,7 +633,7 @@ export class ServiceManager {
             const row = this.deps.db.select().from(services).where(eq(services.id, id)).get();
             if (!row) return;
             await this.stopUnit(row).catch((err: unknown) => result.failed.push({ id, error: toSmError(err).message }));
-            await unmount(this.layout.rootDir(id));
+            await this.releaseMounts(row);
             result.stopped.push(id);
           });
         }

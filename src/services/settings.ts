@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { alertRulesSchema } from '../alerts/rules.js';
 import type { services } from '../db/schema.js';
 
 const bytes = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -13,7 +14,7 @@ export const settingsSchema = z.strictObject({
   /** Days a service not used by the current users is kept after its last start; 0 keeps it forever. */
   ttl: z.number().int().nonnegative().optional(),
   permissions: z.array(z.string().max(200)).max(100).optional(),
-  alertRules: z.array(z.record(z.string(), z.unknown())).max(100).optional(),
+  alertRules: alertRulesSchema.optional(),
   ulLimit: bytes.optional(),
   dlLimit: bytes.optional(),
   ulSpeed: bytes.optional(),

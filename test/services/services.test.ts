@@ -208,6 +208,18 @@ t.test('configure with expectedRowVersion; remove is complete and idempotent', a
   await t.rejects(c.call('services.configure', { id: 'writer', settings: { ttl: 8 }, expectedRowVersion: svc.rowVersion }), { code: 'CONFLICT' });
   t.match(await sb.run('cat', [join(sb.unitDir, 'smd-writer.service')]), /MemoryMax=67108864/);
 
+  // storageLimit: /data becomes a file system of that size; writing past it fails, nothing else is harmed.
+  const limited = await c.call<Svc & { settings: { storageLimit?: number } }>('services.configure', { id: 'writer', settings: { storageLimit: 2 * 1024 * 1024 } });
+  t.equal(limited.settings.storageLimit, 2 * 1024 * 1024);
+  const dataDirs = (await sb.run('cat', ['/proc/self/mountinfo'])).split('\n').filter((l) => / \/[^ ]*\/writer\/data /.test(l));
+  t.equal(dataDirs.length, 1, 'the storage folder is a mount of its own');
+  const dataDir = dataDirs[0]!.split(' ')[4]!;
+  const fill = await sb.exec('dd', ['if=/dev/zero', `of=${dataDir}/fill`, 'bs=64k', 'count=64']);
+  t.not(fill.code, 0, 'writing 4 MiB into a 2 MiB storage fails');
+  t.match(fill.stderr, /No space left on device/);
+  t.match(await c.call('services.get', { id: 'writer' }), { state: 1 }, 'the service still runs');
+  t.ok((await c.call<{ services: unknown[] }>('monitoring.get', {})).services, 'monitoring answers');
+
   const uid = svc.uid;
   const removed = await c.call<Op>('services.remove', { id: 'writer', wait: true });
   t.equal(removed.state, 'succeeded', JSON.stringify(removed.error));

@@ -29,10 +29,15 @@ export function isSmError(err: unknown, code?: ErrorCode): err is SmError {
   return err instanceof SmError && (code === undefined || err.code === code);
 }
 
-/** Wraps anything thrown into an SmError, keeping SmErrors as they are. */
+/** Error codes of a full disk: from the file system, or from SQLite. */
+const FULL_DISK = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
+
+/** Wraps anything thrown into an SmError, keeping SmErrors as they are; a full disk is LIMIT. */
 export function toSmError(err: unknown, fallback: ErrorCode = 'INTERNAL'): SmError {
   if (err instanceof SmError) return err;
   const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && FULL_DISK.has(code)) return new SmError('LIMIT', `no space left: ${message}`, { errno: code }, { cause: err });
   return new SmError(fallback, message, undefined, { cause: err });
 }
 

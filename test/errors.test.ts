@@ -10,4 +10,7 @@ t.test('toSmError keeps codes and wraps foreign errors as INTERNAL', async (t) =
   t.ok(isSmError(wrapped, 'INTERNAL'));
   t.notOk(isSmError(wrapped, 'CONFLICT'));
   t.equal(toSmError('text', 'SYSTEMD').code, 'SYSTEMD');
+  const full = Object.assign(new Error('write failed'), { code: 'ENOSPC' });
+  t.equal(toSmError(full).code, 'LIMIT', 'a full disk is LIMIT');
+  t.equal(toSmError(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' })).code, 'LIMIT');
 });

@@ -54,7 +54,9 @@ function fsError(err: unknown, what: string, entry: string): SmError {
   if (err instanceof SmError) return err;
   const code = (err as NodeJS.ErrnoException).code ?? '';
   const msg = `${what} ${entry}: ${(err as Error).message}`;
-  if (['ENOSPC', 'EDQUOT', 'EIO', 'EMFILE', 'ENFILE', 'ENOMEM', 'EROFS'].includes(code)) return new SmError('INTERNAL', msg, { entry, errno: code }, { cause: err });
+  // A full disk is a limit the operator can act on; other system errors are internal.
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new SmError('LIMIT', `no space left while unpacking: ${msg}`, { entry, errno: code }, { cause: err });
+  if (['EIO', 'EMFILE', 'ENFILE', 'ENOMEM', 'EROFS'].includes(code)) return new SmError('INTERNAL', msg, { entry, errno: code }, { cause: err });
   return new SmError('INVALID_IMAGE', msg, { entry, errno: code }, { cause: err });
 }
 

@@ -39,14 +39,45 @@ say "build the example images (busybox-static, no network)"
 node "$root/scripts/images/build.mjs" "$SMD_SANDBOX_DIR/images" >/dev/null
 ls "$SMD_SANDBOX_DIR/images"
 
-say "smctl services install hello-http v1"
+say "smctl services install hello-http v1 (progress bar on a terminal)"
 smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v1.tar"
 smctl services ls
-say "fetch its page"
-address=$(smctl --json services get hello-http | node -e 'process.stdin.on("data", (d) => process.stdout.write(JSON.parse(d).address))')
-echo "GET http://$address:8080/ (the service's own network namespace, behind smd's bridge)"
-node "$root/scripts/http-get.mjs" "http://$address:8080/"
+say "its page, from its own network namespace behind smd's bridge"
+page() {
+  local address
+  address=$(smctl --json services get hello-http | node -e 'process.stdin.on("data", (d) => process.stdout.write(JSON.parse(d).address))')
+  echo "GET http://$address:8080/"
+  node "$root/scripts/http-get.mjs" "http://$address:8080/"
+}
+page
+say "smctl services get hello-http (systemd's live view)"
+smctl services get hello-http
+
+say "update to v2; then a broken 'v3' that is rolled back"
+smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v2.tar"
+page
+smctl services install --id hello-http --version 3 "$SMD_SANDBOX_DIR/images/failing-v1.tar" || true
+smctl services ls
+page
+
+say "a second service, its logs from the journal, and the layer store (base layer shared)"
+smctl services install "$SMD_SANDBOX_DIR/images/writer-v1.tar"
+sleep 2
+smctl services logs writer -n 3
+smctl layers ls
+smctl traffic
+smctl monitor
+
+say "users: switching claims stops one set of services and starts another"
+smctl users set driver-42
+smctl users get
+smctl services ls
+smctl users set
+smctl ops ls | head -12
 
 say "stop smd (STOPPING=1, orderly shutdown) and show its journal"
 systemctl --user stop smd
-journalctl -u smd --no-pager -o cat | tail -n 8
+journalctl -u smd --no-pager -o cat | tail -n 4
+echo "services keep running without smd:"
+systemctl --user list-units 'smd-*' --no-legend --plain | sed 's/^/  /'
+

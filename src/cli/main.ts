@@ -7,6 +7,8 @@ import { bytes, duration, keyValues, table, time } from './format.js';
 import { followOperation } from './progress.js';
 import { registerServiceCommands } from './services.js';
 import { registerUserCommands } from './users.js';
+import { registerTrafficCommands } from './traffic.js';
+import { registerMonitoringCommands } from './monitoring.js';
 
 const opColumns = ['id', 'kind', 'target', 'state', 'progress', 'step', 'updated'];
 const opRow = (o: Record<string, unknown>) => ({ ...o, updated: time(o.updatedAt as number), progress: `${String(o.progress)}%` });
@@ -85,6 +87,8 @@ program
 
 registerServiceCommands();
 registerUserCommands();
+registerTrafficCommands();
+registerMonitoringCommands();
 
 const layersCmd = program.command('layers').description('the shared layer store');
 const layerRow = (l: Record<string, unknown>) => ({ ...l, digest: String(l.digest).slice(0, 19), size: bytes(l.size as number), usedBy: (l.usedBy as string[]).join(',') || '-', created: time(l.createdAt as number) });

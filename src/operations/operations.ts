@@ -41,6 +41,8 @@ export interface OperationHandle {
   progress(percent: number): void;
   /** Durably adds to the operation's inputs what start-up recovery needs (e.g. the previous version). */
   record(extra: Record<string, unknown>): void;
+  /** Names the target once known (e.g. the service id read from the image). */
+  setTarget(target: string): void;
 }
 
 export interface StartOptions<T> {
@@ -198,6 +200,10 @@ export class Operations {
           .set({ inputs: JSON.stringify({ ...(JSON.parse(row.inputs) as Record<string, unknown>), ...extra }), updatedAt: Date.now() })
           .where(eq(operations.id, id))
           .run();
+      },
+      setTarget: (target) => {
+        this.db.update(operations).set({ target, updatedAt: Date.now() }).where(eq(operations.id, id)).run();
+        this.publish(this.getRow(id));
       },
       progress: (percent) => {
         const p = Math.max(0, Math.min(100, Math.floor(percent)));

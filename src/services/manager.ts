@@ -195,6 +195,7 @@ export class ServiceManager {
         if (!Number.isSafeInteger(version) || version < 0) throw new SmError('INVALID_IMAGE', 'no valid version: pass version or set the io.smd.version annotation');
         if (image.config.entrypoint.length + image.config.cmd.length === 0) throw new SmError('INVALID_IMAGE', 'the image has neither Entrypoint nor Cmd');
         op.record({ id, version });
+        op.setTarget(id);
         return this.locks.run(id, async () => {
           const existing = this.deps.db.select().from(services).where(eq(services.id, id)).get();
           const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) };
@@ -281,6 +282,7 @@ export class ServiceManager {
       const reason = toSmError(err);
       op.step('rollback', `v${version} did not stay active: ${reason.message}`);
       await this.rollback(previous, version);
+      await this.deps.layers.prune();
       throw new SmError(reason.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'SYSTEMD', `update of ${id} to version ${version} failed and version ${previous.version} was restored: ${reason.message}`, {
         restoredVersion: previous.version,
         ...(reason.details ?? {}),
@@ -471,7 +473,9 @@ export class ServiceManager {
     const settleMs = this.deps.config.services.settleMs;
     if (settleMs === 0) return;
     const before = await this.deps.systemd.getUnit(row.unit!);
-    // Leave early when the unit leaves `active` during the settle time; else check at its end.
+    // Leave early when the unit leaves `active` during the settle time (keeping how it ended,
+    // which a restart would overwrite); else check at its end.
+    let left: UnitState | null = null;
     await new Promise<void>((resolve) => {
       const finish = () => {
         clearTimeout(timer);
@@ -479,14 +483,18 @@ export class ServiceManager {
         resolve();
       };
       const onUnit = (c: { unit: string; state: UnitState }) => {
-        if (c.unit === row.unit && c.state.activeState !== 'active' && c.state.activeState !== 'reloading') finish();
+        if (c.unit === row.unit && c.state.activeState !== 'active' && c.state.activeState !== 'reloading') {
+          left = c.state;
+          finish();
+        }
       };
       const timer = setTimeout(finish, settleMs);
       this.deps.systemd.on('unit', onUnit);
     });
     const after = await this.deps.systemd.getUnit(row.unit!);
-    if (after.activeState !== 'active' || (after.restarts ?? 0) !== (before.restarts ?? 0)) {
-      const { activeState, subState, result, execMainStatus, restarts } = after;
+    if (left !== null || after.activeState !== 'active' || (after.restarts ?? 0) !== (before.restarts ?? 0)) {
+      const { activeState, subState, result, execMainStatus } = (left as UnitState | null) ?? after;
+      const { restarts } = after;
       const why = [`${activeState}/${subState}`, result && result !== 'success' && `result ${result}`, execMainStatus !== null && `exit status ${execMainStatus}`, restarts && `${restarts} restarts`].filter(Boolean).join(', ');
       throw new SmError('SYSTEMD', `${row.unit} did not stay active: ${why}`, { unit: row.unit, activeState, subState, result, execMainStatus, restarts });
     }

@@ -1,5 +1,5 @@
 import { mkdirSync, accessSync, constants, readFileSync, existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/config.js';
 import { openDatabase, type OpenedDatabase } from '../db/database.js';
@@ -13,6 +13,7 @@ import { ServiceManager } from '../services/manager.js';
 import { serviceMethods } from '../services/methods.js';
 import { SystemdManager } from '../systemd/manager.js';
 import { userMethods } from '../users/methods.js';
+import { StateTracker } from '../users/state.js';
 import { AlertStore } from '../alerts/store.js';
 import { alertMethods } from '../alerts/methods.js';
 import { JournalAlerts } from '../journal/alerts.js';
@@ -53,6 +54,7 @@ export class Daemon {
   alerts!: AlertStore;
   monitor!: Monitor;
   journalAlerts!: JournalAlerts;
+  state!: StateTracker;
   private servers: RpcServer[] = [];
   private timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | null = null;
@@ -102,6 +104,7 @@ export class Daemon {
       logger: logger.child({ module: 'services' }),
       ...(networking ? { networking } : {}),
     });
+    this.state = new StateTracker({ db: this.database.db, bus: this.bus, logger: logger.child({ module: 'state' }), layout: this.services.layout, currentUsers: () => this.services.currentUsers() });
     await this.restoreServices(interrupted);
     if (this.network && this.traffic) {
       const live = new Set(this.services.list().map((s) => s.id));
@@ -114,6 +117,8 @@ export class Daemon {
       logger: logger.child({ module: 'monitoring' }),
       dataDir: config.dataDir,
       alerts: this.alerts,
+      // The state folder sits beside the storage folder (see ServiceLayout).
+      stateFileOf: (_id, storageFolder) => join(dirname(storageFolder), 'state', 'state'),
       ...(this.traffic ? { trafficTotals: () => trafficTotals(this.traffic!) } : {}),
     });
     this.monitor.start();
@@ -227,6 +232,7 @@ export class Daemon {
         await Promise.race([this.operations.drain(), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
       }
+      this.state?.close();
       this.services?.close();
       await this.systemd?.close();
       this.database?.close();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
  * Where a service's pieces live:
  *   <dataDir>/services/<id>/                      the service directory (services.path)
  *   <dataDir>/storage/<usersKey>/<id>/data        the users' storage folder, /data in the service
+ *   <dataDir>/storage/<usersKey>/<id>/state/state  the users' state file, /state/state in the service
  *   <dataDir>/storage/<usersKey>/<id>/upper-v<N>  overlay upper directory of version N (+ work-v<N>)
  *   <runDir>/services/<id>/root                   the mounted root file system (RootDirectory=)
  */
@@ -40,6 +41,15 @@ export class ServiceLayout {
 
   dataDirOf(usersKey: string, id: string): string {
     return join(this.storageDir(usersKey, id), 'data');
+  }
+
+  stateDirOf(usersKey: string, id: string): string {
+    return join(this.storageDir(usersKey, id), 'state');
+  }
+
+  /** The state file whose checksum smd keeps in users.stateCheckSum. */
+  stateFileOf(usersKey: string, id: string): string {
+    return join(this.stateDirOf(usersKey, id), 'state');
   }
 
   upperDir(usersKey: string, id: string, version: number): string {

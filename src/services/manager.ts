@@ -375,14 +375,18 @@ export class ServiceManager {
     // storageLimit: the folder is its own small file system, so a full one harms nothing else.
     if (row.storageLimit) await ensureQuotaMount(data, Math.max(row.storageLimit, MIN_QUOTA_BYTES), { uid, gid: uid });
     else await chown(data, uid, uid);
-    const text = renderUnit(await this.unitSpec(row, data));
+    const state = this.layout.stateDirOf(key, id);
+    await mkdir(state, { recursive: true });
+    if (row.stateLimit) await ensureQuotaMount(state, Math.max(row.stateLimit, MIN_QUOTA_BYTES), { uid, gid: uid });
+    else await chown(state, uid, uid);
+    const text = renderUnit(await this.unitSpec(row, data, state));
     const current = await readFile(join(this.deps.config.systemd.unitDir, row.unit!), 'utf8').catch(() => null);
     if (current === text) return false;
     await this.deps.systemd.writeUnit(row.unit!, text, { reload: opts.reload ?? true });
     return true;
   }
 
-  private async unitSpec(row: Row, dataDir: string): Promise<UnitSpec> {
+  private async unitSpec(row: Row, dataDir: string, stateDir: string): Promise<UnitSpec> {
     const settings = columnsToSettings(row);
     const image = JSON.parse(row.imageConfig) as ImageConfigJson;
     const env: Record<string, string> = {};
@@ -390,7 +394,7 @@ export class ServiceManager {
       const i = kv.indexOf('=');
       if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
     }
-    Object.assign(env, settings.env ?? {});
+    Object.assign(env, { SMD_DATA_DIR: '/data', SMD_STATE_FILE: '/state/state' }, settings.env ?? {});
     const { restart, startTimeoutMs } = this.deps.config.systemd;
     const network = this.deps.networking ? await this.deps.networking.ensure(row.id, settings) : null;
     return {
@@ -401,7 +405,10 @@ export class ServiceManager {
       user: row.user ?? accountName(row.uid!),
       group: row.user ?? accountName(row.uid!),
       rootDirectory: this.layout.rootDir(row.id),
-      bindMounts: [{ source: dataDir, target: '/data' }],
+      bindMounts: [
+        { source: dataDir, target: '/data' },
+        { source: stateDir, target: '/state' },
+      ],
       ...(network ? { networkNamespacePath: network.netnsPath } : {}),
       limits: {
         ...(settings.memoryMax ? { memoryMax: settings.memoryMax } : {}),
@@ -513,7 +520,9 @@ export class ServiceManager {
   /** The root overlay and the storage quota of the current users, after the unit stopped. */
   private async releaseMounts(row: Row): Promise<void> {
     await unmount(this.layout.rootDir(row.id));
-    if (row.storageLimit) await releaseQuotaMount(this.layout.dataDirOf(usersKey(this.currentUsers()), row.id));
+    const key = usersKey(this.currentUsers());
+    if (row.storageLimit) await releaseQuotaMount(this.layout.dataDirOf(key, row.id));
+    if (row.stateLimit) await releaseQuotaMount(this.layout.stateDirOf(key, row.id));
   }
 
   private setDesired(id: string, desired: 'running' | 'stopped'): void {
@@ -567,6 +576,7 @@ export class ServiceManager {
     await rm(this.layout.serviceDir(id), { recursive: true, force: true });
     for (const key of await listDir(this.layout.storageRoot())) {
       await removeQuota(this.layout.dataDirOf(key, id)).catch(() => {});
+      await removeQuota(this.layout.stateDirOf(key, id)).catch(() => {});
       await rm(this.layout.storageDir(key, id), { recursive: true, force: true });
     }
     if (row?.uid) await removeAccount(row.uid);
@@ -598,13 +608,16 @@ export class ServiceManager {
         .where(and(eq(services.id, id), eq(services.rowVersion, row.rowVersion)))
         .run();
       const updated = this.row(id);
-      if (updated.storageLimit && updated.storageLimit !== row.storageLimit) {
+      const quotas = [
+        { limit: updated.storageLimit, before: row.storageLimit, dir: this.layout.dataDirOf(usersKey(this.currentUsers()), id) },
+        { limit: updated.stateLimit, before: row.stateLimit, dir: this.layout.stateDirOf(usersKey(this.currentUsers()), id) },
+      ].filter((q) => q.limit && q.limit !== q.before);
+      if (quotas.length > 0) {
         // A quota is created or changes size only while the service is stopped (prepareFiles creates it).
-        const data = this.layout.dataDirOf(usersKey(this.currentUsers()), id);
         await this.stopUnit(updated);
         await unmount(this.layout.rootDir(id));
         try {
-          if (existsSync(quotaImagePath(data))) await resizeQuota(data, Math.max(updated.storageLimit, MIN_QUOTA_BYTES));
+          for (const q of quotas) if (existsSync(quotaImagePath(q.dir))) await resizeQuota(q.dir, Math.max(q.limit!, MIN_QUOTA_BYTES));
           await this.prepareFiles(updated);
         } finally {
           if (this.shouldRun(updated)) await this.startUnit(updated);

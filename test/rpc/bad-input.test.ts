@@ -2,6 +2,7 @@
 import t from 'tap';
 import { createConnection, type Socket } from 'node:net';
 import { startDaemon } from '../helpers/daemon.js';
+import { basicMessage, lcg } from '../../scripts/stress/lib/fuzz.mjs';
 
 /** A raw connection that collects reply lines and tells when the server closed it. */
 function raw(path: string) {
@@ -91,24 +92,9 @@ t.test('clients that vanish mid-request and 200 idle connections do not disturb 
 
 t.test('fuzz: 10,000 generated malformed messages, then system.info still answers', async (t) => {
   const d = await startDaemon(t);
-  // A seeded generator so a failure can be reproduced.
-  let seed = 0x5eed;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)]!;
-  const methods = ['system.info', 'system.health', 'operations.get', 'operations.wait', 'operations.list', 'db.describe', 'events.subscribe', 'system.setVersion', 'nope', '', 'rpc.discover'];
-  const values = (): unknown => pick([null, true, -1, 1e308, -0, 2 ** 64, 'x', '', [], {}, [[[[[]]]]], { id: 'x' }, { timeoutMs: -5 }, { topics: ['bogus'] }, { version: 1.5 }, { table: "'; DROP TABLE services; --" }, { state: 7 }, 'ñ\u0000\ud800']);
-  const gen = (): string => {
-    switch (Math.floor(rnd() * 8)) {
-      case 0: return JSON.stringify({ jsonrpc: '2.0', id: Math.floor(rnd() * 1e6), method: pick(methods), params: values() });
-      case 1: return JSON.stringify({ jsonrpc: pick(['1.0', 2, null]), id: 1, method: pick(methods) });
-      case 2: return JSON.stringify({ jsonrpc: '2.0', method: pick(methods), params: values() }); // notification
-      case 3: return JSON.stringify(Array.from({ length: Math.floor(rnd() * 5) }, () => ({ jsonrpc: '2.0', id: 1, method: pick(methods), params: values() })));
-      case 4: return '['.repeat(Math.floor(rnd() * 5000)) + ']'.repeat(Math.floor(rnd() * 5000));
-      case 5: return JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'operations.wait', params: { id: 'x', timeoutMs: Math.floor(rnd() * 5) } }).slice(0, Math.floor(rnd() * 60));
-      case 6: return Buffer.from(Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => Math.floor(rnd() * 256)).filter((b) => b !== 10)).toString('latin1');
-      default: return JSON.stringify({ jsonrpc: '2.0', id: { deep: values() }, method: pick(methods), params: values() });
-    }
-  };
+  // A seeded generator so a failure can be reproduced (shared with scripts/stress/rpc.mjs).
+  const rnd = lcg(0x5eed);
+  const gen = (): string => basicMessage(rnd);
   const conns = Array.from({ length: 8 }, () => raw(d.socket));
   for (let i = 0; i < 10_000; i++) conns[i % conns.length]!.send(gen() + '\n');
   // Each connection ends with a known request; its reply proves everything before was handled.

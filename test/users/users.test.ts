@@ -2,6 +2,8 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { ROOT, startDaemon, tempDir } from '../helpers/daemon.js';
 import { startSandbox } from '../helpers/sandbox.js';
@@ -33,7 +35,24 @@ t.test('claims are a set; switching users stops and starts the right services wi
   const ticksA = join(d.dir, 'data/storage', keyA, 'writer/data/ticks.log');
   await waitFor(() => existsSync(ticksA) && readFileSync(ticksA, 'utf8').includes('tick 2'));
 
+  // The state file's checksum follows the file: kept in users.stateCheckSum, announced as an event.
+  const stateEvents: { change: string; serviceId?: string }[] = [];
+  c.onNotification((_m, p) => stateEvents.push(p as { change: string; serviceId?: string }));
+  await c.call('events.subscribe', { topics: ['users'] });
+  await waitFor(() => stateEvents.some((e) => e.change === 'state' && e.serviceId === 'writer'));
+  const stateFile = join(d.dir, 'data/storage', keyA, 'writer/state/state');
+  t.match(readFileSync(stateFile, 'utf8'), /^ticks=\d+/);
+
   const toB = await c.call<Op>('users.set', { users: ['driver-b'], wait: true });
+  const storedSum = () => {
+    const db = new Database(d.dbPath, { readonly: true });
+    const row = db.prepare('SELECT stateCheckSum FROM users WHERE users = ? AND serviceid = ?').get(canonicalUsers(['driver-a', 'fleet-1']), 'writer') as { stateCheckSum: Buffer | null };
+    db.close();
+    return row.stateCheckSum?.toString('hex');
+  };
+  const finalSum = createHash('sha256').update(readFileSync(stateFile)).digest('hex');
+  await waitFor(() => storedSum() === finalSum);
+  t.equal(storedSum(), finalSum, 'after the stop the checksum is that of the final state');
   t.same(toB.result.stopped, ['writer']);
   t.same(toB.result.started, []);
   t.match(await c.call('services.get', { id: 'writer' }), { state: 0 });

@@ -6,23 +6,19 @@
 //   npx tsc -p . && node scripts/bench/monitoring.mjs       (SMD_DIST=<dir> to use another build)
 //
 // Prints one JSON object: {name:"monitoring", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { figure, median } from './lib/stats.mjs';
+import { insideSandbox } from './lib/sandbox.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '../..');
 
-if (!process.env.SMD_SANDBOX_DIR) {
-  const child = spawn(join(root, 'scripts/sandbox'), [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-} else {
-  await main();
-}
+await insideSandbox(import.meta.url, main);
 
 async function main() {
   const dist = process.env.SMD_DIST ?? join(root, 'dist');

@@ -2,19 +2,13 @@
 // installed, running services, time from start to READY=1 (reconciliation included) against an
 // empty database in the same run; services.list latency; idle RSS.
 //   npm run build && node scripts/bench/services.mjs      (BENCH_SERVICES=200)
-import { spawn } from 'node:child_process';
 import { rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { figure, median } from './lib/stats.mjs';
 import { ROOT, scratchDir, startSmd } from './lib/smd.mjs';
+import { insideSandbox } from './lib/sandbox.mjs';
 
-if (!process.env.SMD_SANDBOX_DIR) {
-  const child = spawn(join(ROOT, 'scripts/sandbox'), [process.execPath, fileURLToPath(import.meta.url)], { stdio: ['ignore', 'inherit', 'inherit'] });
-  child.on('exit', (code) => process.exit(code ?? 1));
-} else {
-  await main();
-}
+await insideSandbox(import.meta.url, main);
 
 async function sleeperImage(dir) {
   const { imageLayout, writeArchive, gzip, MT } = await import(join(ROOT, 'scripts/images/oci.mjs'));

@@ -5,20 +5,16 @@
 //
 // Runs itself inside the sandbox (re-exec through scripts/sandbox when SMD_SANDBOX_DIR is unset).
 // Prints one JSON object: {name:"systemd", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { insideSandbox } from './lib/sandbox.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '../..');
 
-if (!process.env.SMD_SANDBOX_DIR) {
-  const child = spawn(join(root, 'scripts/sandbox'), [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-} else {
-  await main();
-}
+await insideSandbox(import.meta.url, main);
 
 async function main() {
   const { SystemdManager } = await import(join(root, 'dist/systemd/manager.js'));

@@ -11,22 +11,17 @@
 // listing of the reference system (one `iptables -L CHAIN -v -x -n` per chain), and the CPU share
 // of sampling at the default interval.
 // Prints one JSON object: {name:"traffic", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { figure, median } from './lib/stats.mjs';
+import { insideSandbox } from './lib/sandbox.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '../..');
 
-if (!process.env.SMD_SANDBOX_DIR) {
-  const child = spawn(join(root, 'scripts/sandbox'), [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-} else {
-  await main();
-}
+await insideSandbox(import.meta.url, main);
 
 /** CPU time of this process and its waited-for children (iptables-save), in ms. */
 function cpuMs() {

@@ -81,6 +81,8 @@ export const trafficmonitor = sqliteTable('trafficmonitor', {
   serviceId: text('serviceId'),
   direction: text('direction'),
   periodStart: integer('periodStart'),
+  /** The kernel counter `value` corresponds to (decimal, may exceed 2^53): a restart resumes from it. */
+  counter: text('counter'),
   ...stamps,
 });
 

@@ -1,4 +1,4 @@
-import { readdir, readFile, rm, mkdir, chown } from 'node:fs/promises';
+import { readdir, readFile, rm, mkdir, chmod, chown } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { and, eq, sql } from 'drizzle-orm';
@@ -216,6 +216,7 @@ export class ServiceManager {
   }
 
   private async attach(op: OperationHandle, row: Row): Promise<Service> {
+    op.record({ mode: 'attach' });
     op.step('attach', `to ${this.currentUsers()}`);
     const canonical = this.currentUsers();
     const now = Date.now();
@@ -237,6 +238,8 @@ export class ServiceManager {
   }
 
   private async freshInstall(op: OperationHandle, id: string, image: ImageInfo, version: number, settings: Settings): Promise<Service> {
+    // Before anything exists: recovery after a crash may undo only what this install created.
+    op.record({ mode: 'fresh' });
     op.step('layers');
     try {
       await this.deps.layers.exclusive(async () => {
@@ -259,7 +262,7 @@ export class ServiceManager {
 
   private async update(op: OperationHandle, previous: Row, image: ImageInfo, version: number, settings: Settings): Promise<Service> {
     const id = previous.id;
-    op.record({ previous });
+    op.record({ mode: 'update', previous });
     op.step('stop-previous', `v${previous.version}`);
     await this.stopUnit(previous).catch(() => {});
     await unmount(this.layout.rootDir(id));
@@ -278,6 +281,11 @@ export class ServiceManager {
       op.progress(70);
       await this.prepareFiles(this.row(id));
       await this.startAndSettle(this.row(id));
+      // Proven; a service the current users do not use does not stay running.
+      if (!this.shouldRun(this.row(id))) {
+        await this.stopUnit(this.row(id));
+        await this.releaseMounts(this.row(id));
+      }
     } catch (err) {
       const reason = toSmError(err);
       op.step('rollback', `v${version} did not stay active: ${reason.message}`);
@@ -371,14 +379,16 @@ export class ServiceManager {
     const key = usersKey(this.currentUsers());
     const data = this.layout.dataDirOf(key, id);
     await mkdir(this.layout.serviceDir(id), { recursive: true });
-    await mkdir(data, { recursive: true });
+    await mkdir(data, { recursive: true, mode: 0o700 });
     // storageLimit: the folder is its own small file system, so a full one harms nothing else.
     if (row.storageLimit) await ensureQuotaMount(data, Math.max(row.storageLimit, MIN_QUOTA_BYTES), { uid, gid: uid });
     else await chown(data, uid, uid);
     const state = this.layout.stateDirOf(key, id);
-    await mkdir(state, { recursive: true });
+    await mkdir(state, { recursive: true, mode: 0o700 });
     if (row.stateLimit) await ensureQuotaMount(state, Math.max(row.stateLimit, MIN_QUOTA_BYTES), { uid, gid: uid });
     else await chown(state, uid, uid);
+    // Only the service's own uid may enter its folders, also from the host.
+    await Promise.all([chmod(data, 0o700), chmod(state, 0o700)]);
     const text = renderUnit(await this.unitSpec(row, data, state));
     const current = await readFile(join(this.deps.config.systemd.unitDir, row.unit!), 'utf8').catch(() => null);
     if (current === text) return false;
@@ -566,6 +576,8 @@ export class ServiceManager {
     await this.deps.systemd.removeUnit(unit);
     await unmount(this.layout.rootDir(id));
     await this.deps.networking?.remove(id);
+    // The account goes while the row still names its uid: a crash after this is retried in full.
+    if (row?.uid) await removeAccount(row.uid);
     await this.deps.layers.exclusive(async () => {
       this.deps.db.transaction((tx) => {
         tx.delete(usersTable).where(eq(usersTable.serviceid, id)).run();
@@ -579,7 +591,6 @@ export class ServiceManager {
       await removeQuota(this.layout.stateDirOf(key, id)).catch(() => {});
       await rm(this.layout.storageDir(key, id), { recursive: true, force: true });
     }
-    if (row?.uid) await removeAccount(row.uid);
     this.deps.bus.publish('service', { id, state: STATE.stopped, status: STATUS.ok, reason: 'removed' });
   }
 
@@ -734,9 +745,14 @@ export class ServiceManager {
         await this.purge(id);
         report.finishedRemovals.push(id);
       } else if (op.kind === 'services.install') {
+        // Undo only what the install recorded it was doing: an update is rolled back to the
+        // previous row, a fresh install removed (if its row is its own); an install killed
+        // before it changed anything, or an attach, leaves the service as it is.
         const previous = op.inputs.previous as Row | undefined;
-        if (previous) await this.rollback(previous, Number(op.inputs.version));
-        else await this.purge(id);
+        const row = this.deps.db.select().from(services).where(eq(services.id, id)).get();
+        if (op.inputs.mode === 'update' && previous) await this.rollback(previous, Number(op.inputs.version));
+        else if (op.inputs.mode === 'fresh' && (!row || row.createdAt >= op.createdAt)) await this.purge(id);
+        else continue;
         report.rolledBack.push(id);
       }
     }

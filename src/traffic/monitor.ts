@@ -78,6 +78,7 @@ interface StoredRow {
   chain: string;
   value: bigint | null;
   periodStart: bigint | null;
+  counter: string | null;
 }
 
 export class TrafficMonitor {
@@ -110,10 +111,10 @@ export class TrafficMonitor {
     const sqlite = this.db.$client;
     this.stmts = {
       upsert: sqlite.prepare(
-        `INSERT INTO trafficmonitor (chain, time, value, serviceId, direction, periodStart, createdAt, updatedAt)
-         VALUES (@chain, @time, @value, @serviceId, @direction, @periodStart, @time, @time)
+        `INSERT INTO trafficmonitor (chain, time, value, serviceId, direction, periodStart, counter, createdAt, updatedAt)
+         VALUES (@chain, @time, @value, @serviceId, @direction, @periodStart, @counter, @time, @time)
          ON CONFLICT(chain) DO UPDATE SET time = excluded.time, value = excluded.value, serviceId = excluded.serviceId,
-           direction = excluded.direction, periodStart = excluded.periodStart, updatedAt = excluded.updatedAt`,
+           direction = excluded.direction, periodStart = excluded.periodStart, counter = excluded.counter, updatedAt = excluded.updatedAt`,
       ),
       deleteChain: sqlite.prepare('DELETE FROM trafficmonitor WHERE chain = ?'),
       alert: sqlite.prepare("INSERT INTO alerts (time, source, serviceId, kind, message, payload) VALUES (?, 'traffic', ?, 'traffic.limit', ?, ?)"),
@@ -279,7 +280,7 @@ export class TrafficMonitor {
   }
 
   private loadStored(): void {
-    const stmt = this.db.$client.prepare('SELECT chain, value, periodStart FROM trafficmonitor').safeIntegers(true);
+    const stmt = this.db.$client.prepare('SELECT chain, value, periodStart, counter FROM trafficmonitor').safeIntegers(true);
     this.stored = new Map((stmt.all() as StoredRow[]).map((r) => [r.chain, r]));
   }
 
@@ -288,8 +289,10 @@ export class TrafficMonitor {
     if (existing) return existing;
     const start = periodStartOf(this.now(), this.period);
     const s = this.stored.get(chain);
-    const base = s && s.value !== null && s.periodStart !== null && Number(s.periodStart) === start ? s.value : 0n;
-    const entry: ChainEntry = { chain, serviceId, direction, total: startTotal(base < 0n ? 0n : base, start), blocked: false };
+    const current = s && s.value !== null && s.periodStart !== null && Number(s.periodStart) === start;
+    const base = current ? s.value! : 0n;
+    const counter = current && s.counter !== null && /^\d+$/.test(s.counter) ? BigInt(s.counter) : null;
+    const entry: ChainEntry = { chain, serviceId, direction, total: startTotal(base < 0n ? 0n : base, start, counter), blocked: false };
     this.chains.set(chain, entry);
     return entry;
   }
@@ -357,7 +360,7 @@ export class TrafficMonitor {
     for (const c of this.chains.values()) {
       const counter = counters.get(c.chain);
       if (counter !== undefined) c.total = observe(c.total, counter, start);
-      else if (c.total.periodStart !== start) c.total = { base: 0n, offset: 0n, last: null, periodStart: start };
+      else if (c.total.periodStart !== start) c.total = startTotal(0n, start);
       const limit = this.limitOf(c);
       const over = limit !== null && totalOf(c.total) >= BigInt(limit);
       if (over && !c.blocked) crossed.push(c);
@@ -406,6 +409,7 @@ export class TrafficMonitor {
       serviceId: c.serviceId,
       direction: c.direction,
       periodStart: c.total.periodStart,
+      counter: c.total.last === null ? null : c.total.last.toString(),
     }));
     this.db.$client.transaction(() => {
       for (const r of rows) this.stmts.upsert.run(r);

@@ -51,7 +51,7 @@ t.test('the original schema upgrades to the current one with every row kept', as
   const users = db.prepare('SELECT * FROM users').all() as { stateCheckSum: Buffer }[];
   t.equal(users.length, 1);
   t.same(users[0]!.stateCheckSum, Buffer.from('abcd', 'hex'));
-  t.match(db.prepare('SELECT * FROM trafficmonitor').all(), [{ chain: 'SMD_SYSTEM_IN', value: 9007199254740991 }]);
+  t.match(db.prepare('SELECT * FROM trafficmonitor').all(), [{ chain: 'SMD_SYSTEM_IN', value: 9007199254740991, counter: null }]);
   t.match(db.prepare('SELECT * FROM layers').all(), [{ digest: 'sha256:aa', layerId: 'base', osVersion: '7', size: 0 }]);
   t.same(db.prepare('SELECT * FROM service_networks').all(), [], 'tables added later exist');
   t.equal(db.pragma('foreign_keys', { simple: true }), 1, 'foreign keys are on after migrating');

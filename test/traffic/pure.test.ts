@@ -124,6 +124,24 @@ t.test('totals: stored + counter - offset, resets never go backwards, periods re
   t.equal(totalOf(h), 2n ** 60n + 10n, 'wrap to 0 is a reset, no underflow');
 });
 
+t.test('totals after a crash resume from the counter persisted with the stored value', async (t) => {
+  const P = 1000;
+  // Persisted: total 5000 when the kernel counter was 700; smd was killed; the chain kept counting.
+  let s = startTotal(5000n, P, 700n);
+  s = observe(s, 900n, P);
+  t.equal(totalOf(s), 5200n, 'the 200 bytes counted after the last persist are kept');
+  s = observe(s, 1000n, P);
+  t.equal(totalOf(s), 5300n);
+  // Persisted at counter 700, but the counter was reset meanwhile (a reboot): all of it is new.
+  let r = startTotal(5000n, P, 700n);
+  r = observe(r, 40n, P);
+  t.equal(totalOf(r), 5040n, 'a lower counter after a restart counts from zero, never backwards');
+  // Rows written before the counter was stored: the first counter is the offset, as before.
+  let legacy = startTotal(5000n, P, null);
+  legacy = observe(legacy, 900n, P);
+  t.equal(totalOf(legacy), 5000n);
+});
+
 t.test('rules: service and system chains, local subnets uncounted', async (t) => {
   const inc = serviceChainRules('SMD_A_IN', 'in', '172.30.0.5', ['10.0.0.0/8', '192.168.1.7'], false);
   t.same(inc.rules, ['-s 10.0.0.0/8 -j RETURN', '-s 192.168.1.7/32 -j RETURN', '-d 172.30.0.5/32']);

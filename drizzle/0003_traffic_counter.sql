@@ -1,0 +1,1 @@
+ALTER TABLE `trafficmonitor` ADD `counter` text;

@@ -66,7 +66,7 @@ export class Dispatcher {
   /** Validates and runs one method call; used for in-process calls too. */
   async call(method: string, params: unknown, ctx: CallContext): Promise<unknown> {
     const spec = this.registry.get(method);
-    if (!spec) throw new RpcProtocolError(RPC.METHOD_NOT_FOUND, `Method not found: ${method}`);
+    if (!spec) throw new RpcProtocolError(RPC.METHOD_NOT_FOUND, `Method not found: ${method.length > 100 ? `${method.slice(0, 100)}...` : method}`);
     if (spec.mutating && ctx.readOnly) throw new SmError('FORBIDDEN', `${method} changes state and is not allowed on the read-only socket`, { method });
     if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
       throw new RpcProtocolError(RPC.INVALID_PARAMS, 'Invalid params: params must be an object (by-name)', { issues: [{ path: '', message: 'expected an object' }] });

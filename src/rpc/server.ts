@@ -16,7 +16,7 @@ export interface RpcServerOptions {
   /** Requests of one connection processed at once; more pause reading (backpressure). */
   maxInFlight?: number;
   maxConnections?: number;
-  /** A client that reads nothing while this much output is queued is disconnected. */
+  /** A client whose unread replies exceed this many bytes is disconnected (default 4 MiB). */
   maxQueuedOutputBytes?: number;
 }
 
@@ -75,19 +75,23 @@ export class RpcServer {
     this.sockets.add(socket);
     const framer = new LineFramer(this.opts.maxRequestBytes);
     const maxInFlight = this.opts.maxInFlight ?? 32;
-    const maxQueued = this.opts.maxQueuedOutputBytes ?? 16 * 1024 * 1024;
+    const maxQueued = this.opts.maxQueuedOutputBytes ?? 4 * 1024 * 1024;
     const closeHandlers: (() => void)[] = [];
     let inFlight = 0;
     let closing = false;
 
     const send = (value: unknown): void => {
-      if (socket.destroyed || closing) return;
+      if (socket.destroyed || socket.writableEnded) return;
       if (socket.writableLength > maxQueued) {
-        this.logger.warn('rpc client is not reading its replies; disconnecting', { connection: conn.id });
+        this.logger.warn('rpc client reads its replies too slowly; disconnecting', { connection: conn.id, queuedBytes: socket.writableLength });
         socket.destroy();
         return;
       }
       socket.write(JSON.stringify(value) + '\n');
+    };
+    /** After an oversized message: read nothing more, answer what is in flight, then hang up. */
+    const endWhenAnswered = () => {
+      if (closing && inFlight === 0 && !socket.writableEnded) socket.end();
     };
     const conn: ConnectionHandle = {
       id: nextConnectionId++,
@@ -106,13 +110,16 @@ export class RpcServer {
           inFlight--;
           if (reply !== null) send(reply);
           if (inFlight < maxInFlight && !closing) socket.resume();
+          endWhenAnswered();
         });
       }
       if (overflow) {
-        // The rest of an oversized message cannot be framed reliably: answer and hang up.
+        // The rest of an oversized message cannot be framed reliably: answer it, answer the
+        // complete requests before it, and hang up (reading on, to discard, so the client's
+        // pending write can finish and it sees the close).
         send(errorResponse(null, { code: RPC.INVALID_REQUEST, message: `Invalid Request: message exceeds ${this.opts.maxRequestBytes} bytes` }));
         closing = true;
-        socket.end();
+        endWhenAnswered();
       }
     });
     socket.on('error', () => socket.destroy());

@@ -69,6 +69,12 @@ t.test('a batch of 10,000 is refused as a whole; a 2 MiB line is refused and the
   big.send('{"jsonrpc":"2.0","id":1,"method":"system.info","params":{"pad":"' + 'x'.repeat(2 * 1024 * 1024) + '"}}\n');
   await big.closed;
   t.match(big.lines[0], { id: null, error: { code: -32600, message: /exceeds 1048576 bytes/ } });
+  const mixed = raw(d.socket);
+  mixed.send('{"jsonrpc":"2.0","id":"before","method":"system.info"}\n' + 'x'.repeat(1100 * 1024));
+  await mixed.closed;
+  t.equal(mixed.lines.length, 2);
+  t.ok(mixed.lines.some((l) => (l as { id?: unknown }).id === 'before' && 'result' in (l as object)), 'complete requests before an oversized one are still answered');
+  t.ok(mixed.lines.some((l) => (l as { error?: { code: number } }).error?.code === -32600));
   const c = await d.client();
   t.match(await c.call('system.info'), { name: 'smd' }, 'others are still served');
 });

@@ -122,7 +122,8 @@ export class Daemon {
       ...(this.traffic ? { trafficTotals: () => trafficTotals(this.traffic!) } : {}),
     });
     this.monitor.start();
-    await this.journalAlerts.start();
+    // Not needed for readiness: the follower starts in the background (its health says how it goes).
+    this.journalAlerts.start().catch((err: unknown) => logger.error('journal alerts did not start', { err }));
 
     this.registry.add(
       ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),

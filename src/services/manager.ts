@@ -9,9 +9,9 @@ import { SmError, notFound, toSmError } from '../errors.js';
 import type { EventBus } from '../events/bus.js';
 import { mountOverlay, mountPoints, unmount } from '../fs/mounts.js';
 import { MIN_QUOTA_BYTES, ensureQuotaMount, quotaImagePath, releaseQuotaMount, removeQuota, resizeQuota } from '../fs/quota.js';
-import { readImage, type ImageInfo } from '../images/index.js';
+import type { ImageInfo } from '../images/index.js';
 import { readUnitLog } from '../journal/logs.js';
-import { parseLayerList, type LayerStore } from '../layers/store.js';
+import { loadImages, parseLayerList, type LayerStore } from '../layers/store.js';
 import type { Logger } from '../log.js';
 import type { Operation, OperationHandle, Operations } from '../operations/operations.js';
 import type { SystemdAdapter, UnitState } from '../systemd/types.js';
@@ -188,6 +188,7 @@ export class ServiceManager {
       inputs: { image: req.image, ...(req.id ? { id: req.id } : {}), ...(req.version ? { version: req.version } : {}), force: req.force ?? false },
       work: async (op) => {
         op.step('read', req.image);
+        const { readImage } = await loadImages();
         const image = await readImage(req.image, { limits: this.deps.config.images });
         const id = req.id ?? image.annotations['io.smd.id'];
         const version = req.version ?? Number(image.annotations['io.smd.version']);

@@ -291,7 +291,8 @@ export class TrafficMonitor {
     const s = this.stored.get(chain);
     const current = s && s.value !== null && s.periodStart !== null && Number(s.periodStart) === start;
     const base = current ? s.value! : 0n;
-    const counter = current && s.counter !== null && /^\d+$/.test(s.counter) ? BigInt(s.counter) : null;
+    // No row yet: the chain is smd's own and everything its counter holds is unpersisted traffic.
+    const counter = !s ? 0n : current && s.counter !== null && /^\d+$/.test(s.counter) ? BigInt(s.counter) : null;
     const entry: ChainEntry = { chain, serviceId, direction, total: startTotal(base < 0n ? 0n : base, start, counter), blocked: false };
     this.chains.set(chain, entry);
     return entry;

@@ -206,7 +206,12 @@ export class Daemon {
       reconciled = true;
       work.catch((err: unknown) => this.logger.error('resync of services failed', { err }));
     });
-    const ttlTimer = setInterval(() => this.services.sweepTtl(), TTL_SWEEP_MS);
+    const housekeeping = () => {
+      this.services.sweepTtl();
+      this.operations.prune(OPERATIONS_RETENTION);
+    };
+    this.operations.prune(OPERATIONS_RETENTION);
+    const ttlTimer = setInterval(housekeeping, TTL_SWEEP_MS);
     ttlTimer.unref();
     this.timers.push(ttlTimer);
   }
@@ -262,6 +267,8 @@ function trafficTotals(traffic: TrafficMonitor): Map<string, { upload: number | 
   return totals;
 }
 const TTL_SWEEP_MS = 3_600_000;
+/** Finished operations are kept for 30 days, and the newest 1000 always. */
+const OPERATIONS_RETENTION = { keep: 1000, maxAgeMs: 30 * 86_400_000 };
 
 /** Creates the directory if needed and proves it is writable, or stops with a one-line reason. */
 function ensureWritableDir(dir: string, key: string): void {

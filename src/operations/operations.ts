@@ -164,6 +164,20 @@ export class Operations {
     });
   }
 
+  /**
+   * Retention, so a device that runs for years does not keep every operation: finished ones
+   * beyond the newest `keep` and older than `maxAgeMs` are deleted (their steps cascade).
+   */
+  prune(opts: { keep: number; maxAgeMs: number; now?: number }): number {
+    const cutoff = (opts.now ?? Date.now()) - opts.maxAgeMs;
+    return this.db.$client
+      .prepare(
+        `DELETE FROM operations WHERE state IN ('succeeded', 'failed') AND updatedAt < ?
+           AND id NOT IN (SELECT id FROM operations ORDER BY createdAt DESC LIMIT ?)`,
+      )
+      .run(cutoff, opts.keep).changes;
+  }
+
   /** Waits for every running operation's work to settle (used at shutdown and in tests). */
   async drain(): Promise<void> {
     await Promise.allSettled([...this.active]);

@@ -114,3 +114,24 @@ t.test('operations left running by a crash are failed at the next start', async 
   t.same(after.failInterrupted(), [], 'nothing left to fail');
   void opened;
 });
+
+t.test('retention deletes old finished operations beyond the newest ones, with their steps', async (t) => {
+  const { ops, opened } = setup(t);
+  const made: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const op = ops.start({ kind: 'k', work: async (h) => void h.step('only') });
+    await ops.wait(op.id, 5_000);
+    made.push(op.id);
+  }
+  let release!: () => void;
+  const running = ops.start({ kind: 'k', work: () => new Promise<void>((r) => (release = r)) });
+  const day = 86_400_000;
+  // Make the first four look 40 days old (createdAt keeps their order).
+  for (const [i, id] of made.slice(0, 4).entries()) opened.sqlite.prepare('UPDATE operations SET createdAt = ?, updatedAt = ? WHERE id = ?').run(i, Date.now() - 40 * day, id);
+  const deleted = ops.prune({ keep: 2, maxAgeMs: 30 * day });
+  t.equal(deleted, 4, 'old finished operations beyond the newest two are gone');
+  t.same(ops.list().map((o) => o.id).sort(), [made[4], running.id].sort());
+  t.equal((opened.sqlite.prepare('SELECT count(*) AS n FROM operation_steps').get() as { n: number }).n, 1, 'their steps went with them');
+  release();
+  await ops.drain();
+});

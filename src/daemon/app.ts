@@ -111,6 +111,8 @@ export class Daemon {
       await this.network.reconcile(live);
       await this.traffic.reconcile(live);
     }
+    // Readiness does not wait for the journal follower either; its health says how it goes.
+    this.journalAlerts.start().catch((err: unknown) => logger.error('journal alerts did not start', { err }));
     this.monitor = new Monitor({
       db: this.database.db,
       systemd: this.systemd,
@@ -121,9 +123,6 @@ export class Daemon {
       stateFileOf: (_id, storageFolder) => join(dirname(storageFolder), 'state', 'state'),
       ...(this.traffic ? { trafficTotals: () => trafficTotals(this.traffic!) } : {}),
     });
-    this.monitor.start();
-    // Not needed for readiness: the follower starts in the background (its health says how it goes).
-    this.journalAlerts.start().catch((err: unknown) => logger.error('journal alerts did not start', { err }));
 
     this.registry.add(
       ...systemMethods(this.database, this.bus, this.health, { name: 'smd', version: PACKAGE_VERSION, startedAt: this.startedAt }, this.registry),
@@ -214,6 +213,14 @@ export class Daemon {
     const ttlTimer = setInterval(housekeeping, TTL_SWEEP_MS);
     ttlTimer.unref();
     this.timers.push(ttlTimer);
+  }
+
+  /**
+   * What readiness does not wait for, started once READY=1 was sent: the monitor, whose first
+   * sample asks systemd about every unit.
+   */
+  startBackgroundWork(): void {
+    this.monitor.start();
   }
 
   /** One line for systemd's STATUS=. */

@@ -44,6 +44,7 @@ async function main(): Promise<number> {
     return 1;
   }
   notifier.send({ READY: 1, STATUS: daemon.statusLine() });
+  daemon.startBackgroundWork();
 
   const loopDelay = monitorEventLoopDelay({ resolution: 50 });
   loopDelay.enable();

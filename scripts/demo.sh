@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: smd for real, as a Type=notify unit of a real systemd manager, on a real D-Bus and
 # journald, inside a private sandbox (scripts/sandbox) that leaves the host untouched.
-# Data lives in ./var/demo so a second run continues from the first.
+# Data lives in ./var/demo, started afresh each run so the demo always tells the same story.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,7 +14,7 @@ fi
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 smctl() { node "$root/dist/cli/main.js" --socket "$SMD_SANDBOX_DIR/run-smd/smd.sock" "$@"; }
 
-mkdir -p "$root/var/demo"
+rm -rf "$root/var/demo" && mkdir -p "$root/var/demo"
 config=$SMD_SANDBOX_DIR/smd.json
 cat >"$config" <<JSON
 {

@@ -5,6 +5,7 @@
  * Every step is idempotent: ensure twice, or after a crash left half of it, converges.
  * All programs run through a Runner (run() by default), so tests confine them to a sandbox.
  */
+import { createHash } from 'node:crypto';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
 import { SmError, toSmError } from '../errors.js';
@@ -201,6 +202,9 @@ export class NetworkManager {
     const br = this.config.bridge;
     const links = await this.listLinks();
     if (!links.some((l) => l.ifname === br)) await this.ip(['link', 'add', 'name', br, 'type', 'bridge']);
+    // A bridge takes the lowest MAC of its ports unless given one: removing a service's veth
+    // would change the gateway's MAC under every other service's ARP cache and cut them off.
+    await this.ip(['link', 'set', 'dev', br, 'address', bridgeMac(br)]);
     await this.ip(['addr', 'replace', `${this.gateway}/${this.subnet.prefix}`, 'dev', br]);
     await this.ip(['link', 'set', br, 'up']);
     await this.ensureForwardingAndNat();
@@ -303,6 +307,12 @@ export class NetworkManager {
 }
 
 /** `ip netns list` prints `name (id: N)` or `name`, one per line. */
+/** A stable, locally administered unicast MAC for the bridge, from its name. */
+export function bridgeMac(name: string): string {
+  const h = createHash('sha256').update(`smd-bridge:${name}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 export function parseNetnsList(out: string): string[] {
   return out
     .split('\n')

@@ -46,3 +46,11 @@ t.test('kernel names fit in 15 characters and are stable', async (t) => {
   t.match(netnsNameFor('svc'), /^smd-[0-9a-f]{10}$/);
   t.same(parseNetnsList('smd-0123456789 (id: 0)\nremote\n\n'), ['smd-0123456789', 'remote']);
 });
+
+t.test('the bridge MAC is stable, unicast and locally administered', async (t) => {
+  const { bridgeMac } = await import('../../src/net/network.js');
+  const mac = bridgeMac('smd0');
+  t.match(mac, /^02(:[0-9a-f]{2}){5}$/);
+  t.equal(bridgeMac('smd0'), mac, 'the same name gives the same MAC');
+  t.not(bridgeMac('smd1'), mac);
+});

@@ -1,35 +1,14 @@
 import { Option } from 'commander';
 import { EXIT, globals, out, program, withClient } from './common.js';
 import { bytes, table, time } from './format.js';
-
-interface Usage {
-  serviceId: string;
-  activeState: string | null;
-  memory: number | null;
-  tasks: number | null;
-  cpu: number | null;
-  storage: { usedBytes: number | null; limitBytes: number | null; exact: boolean };
-  state: { usedBytes: number | null; limitBytes: number | null };
-}
-interface Snapshot {
-  sampledAt: number | null;
-  device: { cpu: number | null; memory: { totalBytes: number; usedBytes: number } | null; disk: { path: string; totalBytes: number; usedBytes: number } | null };
-  services: Usage[];
-}
-interface Alert {
-  id: number;
-  time: number;
-  source: string;
-  serviceId: string | null;
-  kind: string;
-  message: string;
-}
+import type { Alert } from '../alerts/store.js';
+import type { MonitoringSnapshot } from '../monitoring/monitor.js';
 
 const b = (n: number | null | undefined) => (n === null || n === undefined ? '-' : bytes(n));
 const ofLimit = (used: number | null, limit: number | null, exact = true) => `${b(used)}${exact ? '' : '+'}${limit ? ` / ${bytes(limit)}` : ''}`;
 const pct = (n: number | null) => (n === null ? '-' : `${n.toFixed(1)}%`);
 
-function render(s: Snapshot): string {
+function render(s: MonitoringSnapshot): string {
   const d = s.device;
   const head = `device  cpu ${pct(d.cpu)}  memory ${d.memory ? `${bytes(d.memory.usedBytes)} / ${bytes(d.memory.totalBytes)}` : '-'}  disk ${d.disk ? `${bytes(d.disk.usedBytes)} / ${bytes(d.disk.totalBytes)} (${d.disk.path})` : '-'}  sampled ${time(s.sampledAt)}`;
   const rows = s.services.map((u) => ({ id: u.serviceId, state: u.activeState ?? '-', cpu: pct(u.cpu), memory: b(u.memory), tasks: u.tasks ?? '-', storage: ofLimit(u.storage.usedBytes, u.storage.limitBytes, u.storage.exact), state_file: ofLimit(u.state.usedBytes, u.state.limitBytes) }));
@@ -46,7 +25,7 @@ export function registerMonitoringCommands(): void {
       withClient(async (c) => {
         const params = serviceId ? { serviceId } : {};
         const show = async (fresh: boolean) => {
-          const s = await c.call<Snapshot>('monitoring.get', { ...params, fresh });
+          const s = await c.call<MonitoringSnapshot>('monitoring.get', { ...params, fresh });
           if (o.watch && !globals().json && process.stdout.isTTY) process.stdout.write('\x1b[H\x1b[2J');
           out(s, () => render(s));
         };

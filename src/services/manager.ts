@@ -511,7 +511,12 @@ export class ServiceManager {
     });
     const after = await this.deps.systemd.getUnit(row.unit!);
     if (left !== null || after.activeState !== 'active' || (after.restarts ?? 0) !== (before.restarts ?? 0)) {
-      const { activeState, subState, result, execMainStatus } = (left as UnitState | null) ?? after;
+      const first = (left as UnitState | null) ?? after;
+      const { activeState, subState } = first;
+      // The Unit and Service property signals arrive separately: take how it ended from
+      // whichever view already has it.
+      const result = first.result && first.result !== 'success' ? first.result : after.result;
+      const execMainStatus = first.execMainStatus || after.execMainStatus;
       const { restarts } = after;
       const why = [`${activeState}/${subState}`, result && result !== 'success' && `result ${result}`, execMainStatus !== null && `exit status ${execMainStatus}`, restarts && `${restarts} restarts`].filter(Boolean).join(', ');
       throw new SmError('SYSTEMD', `${row.unit} did not stay active: ${why}`, { unit: row.unit, activeState, subState, result, execMainStatus, restarts });

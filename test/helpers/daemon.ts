@@ -2,7 +2,7 @@
  * Starts the real smd (compiled, from dist/) on temporary directories and waits for its
  * READY=1 on a notify socket of our own, as systemd would. Run `npm run build` first.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -144,4 +144,17 @@ export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<
     }),
   ]);
   return running;
+}
+
+export interface ExampleImages {
+  baseLayer: string;
+  images: { name: string; version: number | null; path: string; layers: string[] }[];
+  /** Archive path by `<name>-v<version>`, e.g. `hello-http-v1`. */
+  byName: Record<string, string>;
+}
+
+/** Builds the example OCI archives of scripts/images/build.mjs into `dir` (extra args: e.g. --version 1). */
+export function buildExampleImages(dir: string, args: string[] = []): ExampleImages {
+  const out = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), dir, ...args], { encoding: 'utf8' })) as Omit<ExampleImages, 'byName'>;
+  return { ...out, byName: Object.fromEntries(out.images.map((i) => [`${i.name}-v${i.version}`, i.path])) };
 }

@@ -1,19 +1,12 @@
 /** The layer store through the real daemon: install, reuse, usage, remove, prune, start-up repair. */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { ROOT, startDaemon, tempDir } from '../helpers/daemon.js';
+import { buildExampleImages, startDaemon, tempDir } from '../helpers/daemon.js';
 
-interface Summary {
-  baseLayer: string;
-  images: { name: string; version: number; path: string; layers: string[] }[];
-}
-
-function buildImages(dir: string, extra: string[] = []): Summary & { layerPackage: string } {
-  const out = execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), dir, ...extra], { encoding: 'utf8' });
-  return { ...(JSON.parse(out) as Summary), layerPackage: join(dir, 'layer-base.tar') };
+function buildImages(dir: string, extra: string[] = []) {
+  return { ...buildExampleImages(dir, extra), layerPackage: join(dir, 'layer-base.tar') };
 }
 
 interface Op {

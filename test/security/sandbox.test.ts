@@ -15,10 +15,9 @@
  */
 import t from 'tap';
 import Database from 'better-sqlite3';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemon.js';
+import { buildExampleImages, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemon.js';
 import { startSandbox, type Sandbox } from '../helpers/sandbox.js';
 import type { RpcClient } from '../../src/cli/client.js';
 
@@ -41,8 +40,7 @@ let img: Record<string, string>;
 t.before(async () => {
   sb = await startSandbox(t);
   const dir = tempDir(t);
-  const out = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), join(dir, 'images')], { encoding: 'utf8' })) as { images: { name: string; version: number; path: string }[] };
-  img = Object.fromEntries(out.images.map((i) => [`${i.name}-v${i.version}`, i.path]));
+  img = buildExampleImages(join(dir, 'images')).byName;
   d = await startDaemon(t, { dir, sandbox: sb });
   c = await d.client();
   const installs: [string, Record<string, unknown>][] = [

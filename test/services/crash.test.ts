@@ -4,9 +4,8 @@
  * absent, with units, mounts, directories, accounts and layers agreeing.
  */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { ROOT, startDaemon, tempDir } from '../helpers/daemon.js';
+import { buildExampleImages, startDaemon, tempDir } from '../helpers/daemon.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { startSandbox } from '../helpers/sandbox.js';
 
@@ -20,8 +19,8 @@ interface Svc {
 t.test('crash points during install, update and remove', async (t) => {
   const sb = await startSandbox(t);
   const dir = tempDir(t);
-  const built = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), join(dir, 'images')], { encoding: 'utf8' })) as { images: { name: string; version: number; path: string }[] };
-  const image = (name: string, v: number) => built.images.find((i) => i.name === name && i.version === v)!.path;
+  const built = buildExampleImages(join(dir, 'images')).byName;
+  const image = (name: string, v: number) => built[`${name}-v${v}`]!;
   const check = async (label: string) => {
     const problems = await checkInvariants({ dbPath: join(dir, 'data/smd.db'), dataDir: join(dir, 'data'), runDir: join(dir, 'run'), sandbox: sb });
     t.same(problems, [], `${label}: invariants hold`);

@@ -1,9 +1,8 @@
 /** Services end to end on a real systemd, D-Bus, journald and overlayfs inside a sandbox. */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemon.js';
+import { buildExampleImages, ROOT, startDaemon, tempDir, type RunningDaemon } from '../helpers/daemon.js';
 import { startSandbox, type Sandbox } from '../helpers/sandbox.js';
 import type { RpcClient } from '../../src/cli/client.js';
 
@@ -23,11 +22,6 @@ interface Svc {
   layers: string[];
   rowVersion: number;
   live?: { activeState: string; subState: string; mainPid: number | null; restarts: number | null } | null;
-}
-
-function images(dir: string): Record<string, string> {
-  const out = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), dir], { encoding: 'utf8' })) as { images: { name: string; version: number; path: string }[] };
-  return Object.fromEntries(out.images.map((i) => [`${i.name}-v${i.version}`, i.path]));
 }
 
 /** GET the hello-http page at the service's own address on smd's bridge. */
@@ -59,7 +53,7 @@ let img: Record<string, string>;
 t.before(async () => {
   sb = await startSandbox(t);
   const dir = tempDir(t);
-  img = images(join(dir, 'images'));
+  img = buildExampleImages(join(dir, 'images')).byName;
   d = await startDaemon(t, { dir, sandbox: sb });
   c = await d.client();
   await c.call('events.subscribe', { topics: ['service', 'operation'] });

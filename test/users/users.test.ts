@@ -1,11 +1,10 @@
 /** users.set switches which services run and which storage they see (real sandbox). */
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
-import { ROOT, startDaemon, tempDir } from '../helpers/daemon.js';
+import { buildExampleImages, startDaemon, tempDir } from '../helpers/daemon.js';
 import { startSandbox } from '../helpers/sandbox.js';
 import { canonicalUsers, usersKey } from '../../src/services/layout.js';
 
@@ -18,8 +17,7 @@ interface Op {
 t.test('claims are a set; switching users stops and starts the right services with separate storage', async (t) => {
   const sb = await startSandbox(t);
   const dir = tempDir(t);
-  const built = JSON.parse(execFileSync(process.execPath, [join(ROOT, 'scripts/images/build.mjs'), join(dir, 'images'), '--version', '1'], { encoding: 'utf8' })) as { images: { name: string; path: string }[] };
-  const writer = built.images.find((i) => i.name === 'writer')!.path;
+  const writer = buildExampleImages(join(dir, 'images'), ['--version', '1']).byName['writer-v1']!;
   const d = await startDaemon(t, { dir, sandbox: sb });
   const c = await d.client();
 

@@ -7,12 +7,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 if [ -z "${SMD_SANDBOX_DIR:-}" ]; then
-  [ -f dist/daemon/main.js ] || npm run build
+  [ -f dist/bin/smd.js ] || npm run build
   exec scripts/sandbox bash "$0" "$@"
 fi
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-smctl() { node "$root/dist/cli/main.js" --socket "$SMD_SANDBOX_DIR/run-smd/smd.sock" "$@"; }
+smctl() { node "$root/dist/bin/smctl.js" --socket "$SMD_SANDBOX_DIR/run-smd/smd.sock" "$@"; }
 
 rm -rf "$root/var/demo" && mkdir -p "$root/var/demo"
 config=$SMD_SANDBOX_DIR/smd.json
@@ -27,7 +27,7 @@ JSON
 say "start smd as a Type=notify unit (returns once smd sent READY=1)"
 started=$(date +%s%N)
 systemd-run --user --unit=smd --quiet -p Type=notify -p NotifyAccess=main -p WatchdogSec=10s -p TimeoutStopSec=30s \
-  "$root/dist/daemon/main.js" --config "$config"
+  "$root/dist/bin/smd.js" --config "$config"
 echo "ready after $(( ($(date +%s%N) - started) / 1000000 )) ms"
 systemctl --user show smd -p ActiveState -p SubState -p StatusText -p MainPID -p WatchdogUSec | sed 's/^/  /'
 

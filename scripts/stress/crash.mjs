@@ -135,7 +135,7 @@ async function main() {
     sock.bind(notifyPath);
     const t0 = performance.now();
     smdLog.write(`\n===== round ${round}: start =====\n`);
-    const proc = spawn(join(ROOT, 'dist/daemon/main.js'), ['--config', configPath], { env: { ...process.env, NOTIFY_SOCKET: notifyPath }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(join(ROOT, 'dist/bin/smd.js'), ['--config', configPath], { env: { ...process.env, NOTIFY_SOCKET: notifyPath }, stdio: ['ignore', 'pipe', 'pipe'] });
     proc.stdout.pipe(smdLog, { end: false });
     proc.stderr.pipe(smdLog, { end: false });
     const exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { defineMethod, type MethodSpec } from '../rpc/registry.js';
 import type { AlertStore } from './store.js';
 

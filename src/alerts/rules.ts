@@ -21,7 +21,7 @@
  * One crossing gives exactly one alert. A missing value (null: metric not available) neither
  * fires, nor resets the clock, nor re-arms.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const METRICS = ['memory', 'cpu', 'storage', 'state', 'upload', 'download'] as const;
 export type Metric = (typeof METRICS)[number];

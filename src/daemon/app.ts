@@ -111,8 +111,6 @@ export class Daemon {
       await this.network.reconcile(live);
       await this.traffic.reconcile(live);
     }
-    // Readiness does not wait for the journal follower either; its health says how it goes.
-    this.journalAlerts.start().catch((err: unknown) => logger.error('journal alerts did not start', { err }));
     this.monitor = new Monitor({
       db: this.database.db,
       systemd: this.systemd,
@@ -217,10 +215,12 @@ export class Daemon {
 
   /**
    * What readiness does not wait for, started once READY=1 was sent: the monitor, whose first
-   * sample asks systemd about every unit.
+   * sample asks systemd about every unit, and the journal follower (two journalctl processes;
+   * its health says how it goes).
    */
   startBackgroundWork(): void {
     this.monitor.start();
+    this.journalAlerts.start().catch((err: unknown) => this.logger.error('journal alerts did not start', { err }));
   }
 
   /** One line for systemd's STATUS=. */

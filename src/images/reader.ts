@@ -5,7 +5,7 @@
  * they are extracted (extract.ts).
  */
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { checkArchiveFile, invalid, isGzipFile, walkArchive } from './archive.js';
 import { hostArchitecture, sha256Hex } from './paths.js';
 import {

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** What a handler learns about its caller. */
 export interface CallContext {

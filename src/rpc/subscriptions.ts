@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { TOPICS, type EventBus, type Topic } from '../events/bus.js';
 import { SmError } from '../errors.js';
 import { defineMethod, type ConnectionHandle, type MethodSpec } from './registry.js';

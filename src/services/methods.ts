@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { maybeWait, waitParam } from '../operations/methods.js';
 import type { Operations } from '../operations/operations.js';
 import { defineMethod, noParams, type MethodSpec } from '../rpc/registry.js';

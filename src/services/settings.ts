@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { alertRulesSchema } from '../alerts/rules.js';
 import type { services } from '../db/schema.js';
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { eq } from 'drizzle-orm';
 import type { OpenedDatabase } from '../db/database.js';
 import { config } from '../db/schema.js';

@@ -11,8 +11,8 @@ import { RpcClient } from '../../src/cli/client.js';
 import type { Sandbox } from './sandbox.js';
 
 export const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '../..');
-export const DAEMON = join(ROOT, 'dist/daemon/main.js');
-export const SMCTL = join(ROOT, 'dist/cli/main.js');
+export const DAEMON = join(ROOT, 'dist/bin/smd.js');
+export const SMCTL = join(ROOT, 'dist/bin/smctl.js');
 
 interface Tap {
   teardown(fn: () => unknown): void;

@@ -15,8 +15,9 @@ export function scratchDir(prefix = 'smd-bench-') {
 }
 
 /** Returns {proc, socket, readyMs, rssKb(), stop()}; readyMs is from spawn to READY=1. */
-/** `nodeArgs` (e.g. --cpu-prof) run the daemon through node with them instead of its shebang. */
-export async function startSmd(dir, config = {}, env = {}, nodeArgs = null) {
+/** `nodeArgs` (e.g. --cpu-prof) run the daemon through node with them instead of its shebang; */
+/** `main` replaces the daemon (the start-up floor of bench/rpc). */
+export async function startSmd(dir, config = {}, env = {}, nodeArgs = null, main = join(ROOT, 'dist/bin/smd.js')) {
   const configPath = join(dir, 'smd.json');
   // Outside a sandbox the host's firewall and network are never touched.
   const traffic = process.env.SMD_SANDBOX_DIR ? {} : { traffic: { enabled: false } };
@@ -28,7 +29,6 @@ export async function startSmd(dir, config = {}, env = {}, nodeArgs = null) {
   notify.on('message', (m) => m.toString().includes('READY=1') && onReady(performance.now()));
   notify.bind(notifyPath);
   const t0 = performance.now();
-  const main = join(ROOT, 'dist/daemon/main.js');
   const [cmd, args] = nodeArgs ? [process.execPath, [...nodeArgs, main, '--config', configPath]] : [main, ['--config', configPath]];
   const proc = spawn(cmd, args, { env: { ...process.env, NOTIFY_SOCKET: notifyPath, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   const exited = new Promise((r) => proc.once('exit', r));

@@ -103,7 +103,7 @@ export async function startSmdInside(sandbox, dir, config, { readyTimeoutMs = 30
   notify.on('message', (m) => m.toString().includes('READY=1') && onReady(performance.now()));
   notify.on('error', () => {});
   notify.bind(notifyPath);
-  const argv = [join(ROOT, 'dist/daemon/main.js'), '--config', configPath];
+  const argv = [join(ROOT, 'dist/bin/smd.js'), '--config', configPath];
   // nodeArgs (e.g. --cpu-prof) run the daemon through node with them instead of its shebang.
   const direct = nodeArgs ? [process.execPath, '--max-semi-space-size=1', ...nodeArgs, ...argv] : argv;
   const [cmd, ...args] = sandbox ? ['nsenter', '-t', String(sandbox.pid), '-m', '-n', '--', ...direct] : direct;

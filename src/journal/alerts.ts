@@ -123,6 +123,7 @@ export class JournalAlerts {
   health(): JournalAlertsHealth {
     if (!this.running) return { ok: false, detail: 'not started' };
     if (this.child && this.lastError === null) return { ok: true, detail: `following the journal (priority <= ${this.alertPriority})` };
+    if (!this.child && this.lastError === null) return { ok: false, detail: 'starting (smd starts the follower right after READY=1)' };
     return { ok: false, detail: this.lastError ?? 'journalctl not running' };
   }
 

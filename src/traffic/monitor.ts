@@ -161,6 +161,7 @@ export class TrafficMonitor {
       await this.tick(false);
       this.persist();
     });
+    this.iptables.close();
   }
 
   /**

@@ -60,8 +60,14 @@ t.before(async () => {
 });
 
 t.test('health sees systemd and the journal', async (t) => {
-  const h = await c.call<{ checks: Record<string, { ok: boolean; detail: string }> }>('system.health');
+  type Health = { checks: Record<string, { ok: boolean; detail: string }> };
+  let h = await c.call<Health>('system.health');
   t.equal(h.checks.systemd!.ok, true, h.checks.systemd!.detail);
+  // The journal follower starts right after READY=1: give it a bounded moment.
+  for (let i = 0; i < 200 && !h.checks.journal!.ok; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    h = await c.call<Health>('system.health');
+  }
   t.equal(h.checks.journal!.ok, true, h.checks.journal!.detail);
 });
 

@@ -11,7 +11,7 @@
 // listing of the reference system (one `iptables -L CHAIN -v -x -n` per chain), and the CPU share
 // of sampling at the default interval.
 // Prints one JSON object: {name:"traffic", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -23,12 +23,30 @@ const root = join(here, '../..');
 
 await insideSandbox(import.meta.url, main);
 
-/** CPU time of this process and its waited-for children (iptables-save), in ms. */
-function cpuMs() {
-  const f = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+/** CPU time (ms) of a process and its waited-for children, from /proc/<pid>/stat. */
+function processCpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   // fields after the command: state=0 ... utime=11 stime=12 cutime=13 cstime=14 (0-based from state)
   const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/**
+ * CPU time of this process, its waited-for children, and its live children with theirs: the
+ * shell smd keeps for sampling (src/exec/shell.ts) reaps iptables-save, so that CPU is the shell's.
+ */
+function cpuMs() {
+  let ms = processCpuMs('self');
+  for (const task of readdirSync('/proc/self/task')) {
+    for (const pid of readFileSync(`/proc/self/task/${task}/children`, 'utf8').split(' ').filter(Boolean)) {
+      try {
+        ms += processCpuMs(pid);
+      } catch {
+        // exited meanwhile: its time is in our cutime once reaped
+      }
+    }
+  }
+  return ms;
 }
 
 async function main() {

@@ -15,7 +15,7 @@ import { observe, rebase, startTotal, totalOf, type ChainTotal } from './counter
 import { Iptables, type IptablesBinaries } from './iptables.js';
 import { countingBytes } from './parse.js';
 import { periodStart as periodStartOf, type Period } from './period.js';
-import { planRules, serviceChainRules, systemChainRules, type DesiredChain } from './rules.js';
+import { forwardChainRules, planRules, serviceChainRules, systemChainRules, type DesiredChain } from './rules.js';
 import { Shaper } from './shaper.js';
 import { serviceChain, systemChain, type Direction } from './naming.js';
 
@@ -97,7 +97,8 @@ export class TrafficMonitor {
   private lastPersist = 0;
   private started = false;
   private queue: Promise<unknown> = Promise.resolve();
-  private systemRules: DesiredChain[] | null = null;
+  /** System and dispatch chains: they change only with the configuration. */
+  private fixedChains: DesiredChain[] | null = null;
   private readonly stmts: { upsert: Database.Statement; deleteChain: Database.Statement; alert: Database.Statement; alerted: Database.Statement };
 
   constructor(opts: TrafficMonitorOptions) {
@@ -320,14 +321,14 @@ export class TrafficMonitor {
 
   private desired(): DesiredChain[] {
     const local = this.config.localSubnets;
-    this.systemRules ??= [systemChainRules('in', local), systemChainRules('out', local)];
-    const out: DesiredChain[] = [...this.systemRules];
+    this.fixedChains ??= [systemChainRules('in', local), systemChainRules('out', local), forwardChainRules('in', local), forwardChainRules('out', local)];
+    const out: DesiredChain[] = [...this.fixedChains];
     for (const s of this.services.values()) {
       const key = `${s.address} ${s.in.blocked} ${s.out.blocked}`;
       if (s.rules?.key !== key) {
         s.rules = {
           key,
-          chains: [serviceChainRules(s.in.chain, 'in', s.address, local, s.in.blocked), serviceChainRules(s.out.chain, 'out', s.address, local, s.out.blocked)],
+          chains: [serviceChainRules(s.in.chain, 'in', s.address, s.in.blocked), serviceChainRules(s.out.chain, 'out', s.address, s.out.blocked)],
         };
       }
       out.push(...s.rules.chains);

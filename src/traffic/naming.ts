@@ -3,6 +3,9 @@ import { createHash } from 'node:crypto';
 
 export const SYSTEM_IN = 'SMD_SYSTEM_IN';
 export const SYSTEM_OUT = 'SMD_SYSTEM_OUT';
+/** The dispatch chains hooked to FORWARD that jump to the service chains. */
+export const FORWARD_IN = 'SMD_FORWARD_IN';
+export const FORWARD_OUT = 'SMD_FORWARD_OUT';
 export const CHAIN_PREFIX = 'SMD_';
 /** iptables' limit on a chain name (XT_EXTENSION_MAXNAMELEN - 1). */
 export const MAX_CHAIN_NAME = 28;
@@ -22,7 +25,11 @@ export function systemChain(direction: Direction): string {
   return direction === 'in' ? SYSTEM_IN : SYSTEM_OUT;
 }
 
-/** A chain smd owns (service or system). */
+export function forwardChain(direction: Direction): string {
+  return direction === 'in' ? FORWARD_IN : FORWARD_OUT;
+}
+
+/** A chain smd owns (service, system or dispatch). */
 export function isSmdChain(name: string): boolean {
-  return /^SMD_([0-9A-F]{12}|SYSTEM)_(IN|OUT)$/.test(name);
+  return /^SMD_([0-9A-F]{12}|SYSTEM|FORWARD)_(IN|OUT)$/.test(name);
 }

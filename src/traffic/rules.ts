@@ -4,30 +4,39 @@
  */
 import { normalizeCidr } from '../net/ipv4.js';
 import type { SavedTable } from './parse.js';
-import { isSmdChain, systemChain, type Direction } from './naming.js';
+import { forwardChain, isSmdChain, systemChain, type Direction } from './naming.js';
 
 export interface DesiredChain {
   name: string;
-  /** Rule specs in order (what follows `-A <name>`), in iptables-save's canonical spelling. */
+  /** Rule specs in order (what follows `-A <name>`), in iptables-save's canonical spelling; without hooks. */
   rules: string[];
-  /** The rule in a built-in chain that jumps here. */
-  hook: { chain: 'INPUT' | 'OUTPUT' | 'FORWARD'; spec: string };
+  /** The rule that jumps here: in a built-in chain (inserted first) or in a dispatch chain (appended). */
+  hook: { chain: string; spec: string };
 }
 
 const DROP = /(^|\s)-j DROP$/;
 
 /**
- * A service chain. Traffic to/from local subnets returns uncounted (IN matches the remote
- * source, OUT the remote destination); when blocked, a DROP comes before the counting rule, so
- * dropped traffic is neither delivered nor counted.
+ * The dispatch chain of one direction, hooked to FORWARD: traffic from (IN) or to (OUT) a local
+ * subnet returns uncounted, everything else meets one jump per service (their hooks). Local
+ * subnets are checked once here rather than in every service chain: with 100 services that is
+ * ~420 rules instead of ~1200, and iptables-save, the cost of every sample, scales with rules
+ * (npm run bench -- traffic).
  */
-export function serviceChainRules(name: string, direction: Direction, address: string, localSubnets: readonly string[], blocked: boolean): DesiredChain {
-  const self = `${direction === 'in' ? '-d' : '-s'} ${normalizeCidr(address)}`;
+export function forwardChainRules(direction: Direction, localSubnets: readonly string[]): DesiredChain {
+  const name = forwardChain(direction);
   const remote = direction === 'in' ? '-s' : '-d';
-  const rules = localSubnets.map((s) => `${remote} ${normalizeCidr(s)} -j RETURN`);
-  if (blocked) rules.push(`${self} -j DROP`);
-  rules.push(self);
-  return { name, rules, hook: { chain: 'FORWARD', spec: `${self} -j ${name}` } };
+  return { name, rules: localSubnets.map((s) => `${remote} ${normalizeCidr(s)} -j RETURN`), hook: { chain: 'FORWARD', spec: `-j ${name}` } };
+}
+
+/**
+ * A service chain, reached from its direction's dispatch chain for the service's address: one
+ * counting rule; when blocked, a DROP before it, so dropped traffic is neither delivered nor counted.
+ */
+export function serviceChainRules(name: string, direction: Direction, address: string, blocked: boolean): DesiredChain {
+  const self = `${direction === 'in' ? '-d' : '-s'} ${normalizeCidr(address)}`;
+  const rules = blocked ? [`${self} -j DROP`, self] : [self];
+  return { name, rules, hook: { chain: forwardChain(direction), spec: `${self} -j ${name}` } };
 }
 
 /** SMD_SYSTEM_IN/OUT: everything the device itself receives/sends, except loopback and local subnets. */
@@ -57,7 +66,9 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 /**
  * Plans the changes from `current` (the parsed filter table; undefined = empty) to `desired`.
  * A chain whose rules differ only by its DROP rule gets the DROP inserted or deleted in place, so
- * its counters survive a block or unblock; any other difference rebuilds the chain. With
+ * its counters survive a block or unblock; any other difference rebuilds the chain (flushed and
+ * refilled, so hooks inside it are re-added). Hooks are kept where they are, else inserted first
+ * in a built-in chain or appended to a dispatch chain (after its RETURN rules). With
  * `removeOthers`, every other smd chain (and its hooks) is deleted.
  */
 export function planRules(current: SavedTable | undefined, desired: readonly DesiredChain[], opts: { removeOthers?: boolean; remove?: readonly string[] } = {}): Plan {
@@ -70,49 +81,57 @@ export function planRules(current: SavedTable | undefined, desired: readonly Des
   const removed: string[] = [];
   const wanted = new Set(desired.map((d) => d.name));
 
+  // A jump to an smd chain is a hook, wherever it is; every other rule of a chain is its rule.
   const hooks = new Map<string, { chain: string; spec: string }[]>();
   const specs = new Map<string, string[]>();
   for (const r of current?.rules ?? []) {
-    const list = specs.get(r.chain);
-    if (list) list.push(r.spec);
-    else specs.set(r.chain, [r.spec]);
-    if (!BUILTIN.includes(r.chain)) continue;
     const to = r.target;
-    if (to && isSmdChain(to)) hooks.set(to, [...(hooks.get(to) ?? []), { chain: r.chain, spec: r.spec }]);
+    if (to && isSmdChain(to)) {
+      const list = hooks.get(to);
+      if (list) list.push({ chain: r.chain, spec: r.spec });
+      else hooks.set(to, [{ chain: r.chain, spec: r.spec }]);
+    } else if (!BUILTIN.includes(r.chain)) {
+      const list = specs.get(r.chain);
+      if (list) list.push(r.spec);
+      else specs.set(r.chain, [r.spec]);
+    }
   }
 
   for (const d of desired) {
     const exists = current?.chains.has(d.name) ?? false;
     const have = specs.get(d.name) ?? [];
-    if (!exists || !sameList(have, d.rules)) {
-      const haveNoDrop = have.filter((s) => !DROP.test(s));
-      const wantNoDrop = d.rules.filter((s) => !DROP.test(s));
-      if (exists && sameList(haveNoDrop, wantNoDrop)) {
-        for (const s of have) if (DROP.test(s)) edits.push(`-D ${d.name} ${s}`);
-        d.rules.forEach((s, i) => {
-          if (DROP.test(s)) edits.push(`-I ${d.name} ${i + 1} ${s}`);
-        });
-      } else {
-        declare.push(`:${d.name} - [0:0]`);
-        for (const s of d.rules) edits.push(s ? `-A ${d.name} ${s}` : `-A ${d.name}`);
-        rebuilt.push(d.name);
-      }
+    if (exists && sameList(have, d.rules)) continue;
+    const haveNoDrop = have.filter((s) => !DROP.test(s));
+    const wantNoDrop = d.rules.filter((s) => !DROP.test(s));
+    if (exists && sameList(haveNoDrop, wantNoDrop)) {
+      for (const s of have) if (DROP.test(s)) edits.push(`-D ${d.name} ${s}`);
+      d.rules.forEach((s, i) => {
+        if (DROP.test(s)) edits.push(`-I ${d.name} ${i + 1} ${s}`);
+      });
+    } else {
+      declare.push(`:${d.name} - [0:0]`);
+      for (const s of d.rules) edits.push(s ? `-A ${d.name} ${s}` : `-A ${d.name}`);
+      rebuilt.push(d.name);
     }
+  }
+  const flushed = new Set(rebuilt);
+
+  for (const d of desired) {
     let kept = false;
     for (const h of hooks.get(d.name) ?? []) {
+      if (flushed.has(h.chain)) continue; // gone with the flush
       if (!kept && h.chain === d.hook.chain && h.spec === d.hook.spec) kept = true;
       else hooksDel.push(`-D ${h.chain} ${h.spec}`);
     }
-    if (!kept) hooksAdd.push(`-I ${d.hook.chain} 1 ${d.hook.spec}`);
+    if (!kept) hooksAdd.push(BUILTIN.includes(d.hook.chain) ? `-I ${d.hook.chain} 1 ${d.hook.spec}` : `-A ${d.hook.chain} ${d.hook.spec}`);
   }
 
   const toRemove = new Set<string>(opts.remove ?? []);
   if (opts.removeOthers) for (const name of current?.chains.keys() ?? []) if (isSmdChain(name) && !wanted.has(name)) toRemove.add(name);
   for (const name of toRemove) {
     if (wanted.has(name) || !current?.chains.has(name)) continue;
-    for (const h of hooks.get(name) ?? []) hooksDel.push(`-D ${h.chain} ${h.spec}`);
-    // Any other reference (another smd chain jumping here) would make -X fail: drop those too.
-    for (const r of current.rules) if (!BUILTIN.includes(r.chain) && r.chain !== name && r.target === name) hooksDel.push(`-D ${r.chain} ${r.spec}`);
+    // Every reference must go first, or -X fails.
+    for (const h of hooks.get(name) ?? []) if (!flushed.has(h.chain)) hooksDel.push(`-D ${h.chain} ${h.spec}`);
     drop.push(`-F ${name}`, `-X ${name}`);
     removed.push(name);
   }

@@ -38,7 +38,9 @@ t.test('traffic accounting, persistence, periods, limits, shaping and reconcile 
   await mon.addService(B, b.address, { ...noLimits, hostVeth: b.hostVeth, netnsName: b.netnsName });
   const save = await sandbox.run('iptables-save', ['-t', 'filter']);
   for (const c of [serviceChain(A, 'in'), serviceChain(A, 'out'), 'SMD_SYSTEM_IN', 'SMD_SYSTEM_OUT']) t.match(save, `:${c} `, `chain ${c} exists`);
-  t.match(save, `-A FORWARD -d ${a.address}/32 -j ${serviceChain(A, 'in')}`);
+  t.match(save, '-A FORWARD -j SMD_FORWARD_IN');
+  t.match(save, `-A SMD_FORWARD_IN -d ${a.address}/32 -j ${serviceChain(A, 'in')}`);
+  t.notMatch(save, /-A SMD_[0-9A-F]{12}_(IN|OUT) .*-j RETURN/, 'no local-subnet rules in service chains');
 
   const bytesOf = (m: TrafficMonitor, id: string, dir: 'in' | 'out') => m.get(id).find((r) => r.direction === dir)!.bytes;
   const snap = (m: TrafficMonitor) => ({ aIn: bytesOf(m, A, 'in'), aOut: bytesOf(m, A, 'out'), bIn: bytesOf(m, B, 'in'), bOut: bytesOf(m, B, 'out') });

@@ -5,7 +5,7 @@ import { countingBytes, parseIptablesSave, rulesOf, tokenize } from '../../src/t
 import { chainHash, isSmdChain, MAX_CHAIN_NAME, serviceChain, systemChain } from '../../src/traffic/naming.js';
 import { nextPeriodStart, periodStart } from '../../src/traffic/period.js';
 import { observe, rebase, startTotal, totalOf, type ChainTotal } from '../../src/traffic/counters.js';
-import { planRules, serviceChainRules, systemChainRules } from '../../src/traffic/rules.js';
+import { forwardChainRules, planRules, serviceChainRules, systemChainRules } from '../../src/traffic/rules.js';
 import { tbfArgs } from '../../src/traffic/shaper.js';
 import { isSmError } from '../../src/errors.js';
 
@@ -142,40 +142,52 @@ t.test('totals after a crash resume from the counter persisted with the stored v
   t.equal(totalOf(legacy), 5000n);
 });
 
-t.test('rules: service and system chains, local subnets uncounted', async (t) => {
-  const inc = serviceChainRules('SMD_A_IN', 'in', '172.30.0.5', ['10.0.0.0/8', '192.168.1.7'], false);
-  t.same(inc.rules, ['-s 10.0.0.0/8 -j RETURN', '-s 192.168.1.7/32 -j RETURN', '-d 172.30.0.5/32']);
-  t.same(inc.hook, { chain: 'FORWARD', spec: '-d 172.30.0.5/32 -j SMD_A_IN' });
-  const out = serviceChainRules('SMD_A_OUT', 'out', '172.30.0.5', ['10.0.0.0/8'], true);
-  t.same(out.rules, ['-d 10.0.0.0/8 -j RETURN', '-s 172.30.0.5/32 -j DROP', '-s 172.30.0.5/32']);
+t.test('rules: dispatch, service and system chains, local subnets uncounted', async (t) => {
+  const fwd = forwardChainRules('in', ['10.0.0.0/8', '192.168.1.7']);
+  t.same(fwd.rules, ['-s 10.0.0.0/8 -j RETURN', '-s 192.168.1.7/32 -j RETURN']);
+  t.same(fwd.hook, { chain: 'FORWARD', spec: '-j SMD_FORWARD_IN' });
+  t.same(forwardChainRules('out', ['10.0.0.0/8']).rules, ['-d 10.0.0.0/8 -j RETURN']);
+  const inc = serviceChainRules('SMD_A_IN', 'in', '172.30.0.5', false);
+  t.same(inc.rules, ['-d 172.30.0.5/32']);
+  t.same(inc.hook, { chain: 'SMD_FORWARD_IN', spec: '-d 172.30.0.5/32 -j SMD_A_IN' });
+  const out = serviceChainRules('SMD_A_OUT', 'out', '172.30.0.5', true);
+  t.same(out.rules, ['-s 172.30.0.5/32 -j DROP', '-s 172.30.0.5/32']);
+  t.same(out.hook, { chain: 'SMD_FORWARD_OUT', spec: '-s 172.30.0.5/32 -j SMD_A_OUT' });
   const sys = systemChainRules('out', ['127.0.0.0/8']);
   t.same(sys.rules, ['-o lo -j RETURN', '-d 127.0.0.0/8 -j RETURN', '']);
   t.same(sys.hook, { chain: 'OUTPUT', spec: '-j SMD_SYSTEM_OUT' });
+  t.ok(isSmdChain('SMD_FORWARD_IN') && isSmdChain('SMD_FORWARD_OUT'), 'dispatch chains are smd chains');
 });
 
 t.test('plan: create, converge, toggle DROP in place, repair hooks, remove others', async (t) => {
-  const desired = [systemChainRules('in', ['10.0.0.0/8']), serviceChainRules('SMD_AAAAAAAAAAAA_IN', 'in', '172.30.0.2', ['10.0.0.0/8'], false)];
+  const local = ['10.0.0.0/8'];
+  const A = 'SMD_AAAAAAAAAAAA_IN';
+  const desired = [systemChainRules('in', local), forwardChainRules('in', local), serviceChainRules(A, 'in', '172.30.0.2', false)];
   const first = planRules(undefined, desired);
-  t.same(first.rebuilt, ['SMD_SYSTEM_IN', 'SMD_AAAAAAAAAAAA_IN']);
+  t.same(first.rebuilt, ['SMD_SYSTEM_IN', 'SMD_FORWARD_IN', A]);
   t.equal(
     first.script,
     [
       '*filter',
       ':SMD_SYSTEM_IN - [0:0]',
-      ':SMD_AAAAAAAAAAAA_IN - [0:0]',
+      ':SMD_FORWARD_IN - [0:0]',
+      `:${A} - [0:0]`,
       '-A SMD_SYSTEM_IN -i lo -j RETURN',
       '-A SMD_SYSTEM_IN -s 10.0.0.0/8 -j RETURN',
       '-A SMD_SYSTEM_IN',
-      '-A SMD_AAAAAAAAAAAA_IN -s 10.0.0.0/8 -j RETURN',
-      '-A SMD_AAAAAAAAAAAA_IN -d 172.30.0.2/32',
+      '-A SMD_FORWARD_IN -s 10.0.0.0/8 -j RETURN',
+      `-A ${A} -d 172.30.0.2/32`,
       '-I INPUT 1 -j SMD_SYSTEM_IN',
-      '-I FORWARD 1 -d 172.30.0.2/32 -j SMD_AAAAAAAAAAAA_IN',
+      '-I FORWARD 1 -j SMD_FORWARD_IN',
+      `-A SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}`,
       'COMMIT',
       '',
     ].join('\n'),
+    'jumps to service chains come after the RETURN rules of their dispatch chain',
   );
-  // What iptables-save prints after applying it (plus someone else's chain and rule).
-  const saved = (extra: string) =>
+  // What iptables-save prints after applying it (plus someone else's chain and rule, and an
+  // smd chain that is not wanted).
+  const saved = (extra: { fwd?: string; a?: string } = {}) =>
     parseIptablesSave(
       [
         '*filter',
@@ -183,16 +195,19 @@ t.test('plan: create, converge, toggle DROP in place, repair hooks, remove other
         ':FORWARD DROP [0:0]',
         ':OUTPUT ACCEPT [0:0]',
         ':DOCKER - [0:0]',
-        ':SMD_AAAAAAAAAAAA_IN - [0:0]',
+        `:${A} - [0:0]`,
         ':SMD_BBBBBBBBBBBB_OUT - [0:0]',
+        ':SMD_FORWARD_IN - [0:0]',
         ':SMD_SYSTEM_IN - [0:0]',
         '[1:2] -A INPUT -j SMD_SYSTEM_IN',
-        '[0:0] -A FORWARD -d 172.30.0.2/32 -j SMD_AAAAAAAAAAAA_IN',
+        '[5:6] -A FORWARD -j SMD_FORWARD_IN',
         '[0:0] -A FORWARD -s 172.30.0.9/32 -j SMD_BBBBBBBBBBBB_OUT',
         '[0:0] -A FORWARD -j DOCKER',
-        '[0:0] -A SMD_AAAAAAAAAAAA_IN -s 10.0.0.0/8 -j RETURN',
-        extra,
-        '[9:900] -A SMD_AAAAAAAAAAAA_IN -d 172.30.0.2/32',
+        extra.a ?? '',
+        `[9:900] -A ${A} -d 172.30.0.2/32`,
+        '[0:0] -A SMD_FORWARD_IN -s 10.0.0.0/8 -j RETURN',
+        `[9:900] -A SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}`,
+        extra.fwd ?? '',
         '[0:0] -A SMD_SYSTEM_IN -i lo -j RETURN',
         '[0:0] -A SMD_SYSTEM_IN -s 10.0.0.0/8 -j RETURN',
         '[3:4] -A SMD_SYSTEM_IN',
@@ -201,26 +216,82 @@ t.test('plan: create, converge, toggle DROP in place, repair hooks, remove other
         .filter(Boolean)
         .join('\n'),
     ).get('filter');
-  t.same(planRules(saved(''), desired), { script: null, rebuilt: [], removed: [] }, 'nothing to do when it matches');
+  t.same(planRules(saved(), desired), { script: null, rebuilt: [], removed: [] }, 'nothing to do when it matches');
 
-  const blocked = [desired[0]!, serviceChainRules('SMD_AAAAAAAAAAAA_IN', 'in', '172.30.0.2', ['10.0.0.0/8'], true)];
-  const block = planRules(saved(''), blocked);
+  const blocked = [desired[0]!, desired[1]!, serviceChainRules(A, 'in', '172.30.0.2', true)];
+  const block = planRules(saved(), blocked);
   t.same(block.rebuilt, [], 'blocking keeps the chain and its counters');
-  t.equal(block.script, '*filter\n-I SMD_AAAAAAAAAAAA_IN 2 -d 172.30.0.2/32 -j DROP\nCOMMIT\n');
-  const unblock = planRules(saved('[0:0] -A SMD_AAAAAAAAAAAA_IN -d 172.30.0.2/32 -j DROP'), desired);
-  t.equal(unblock.script, '*filter\n-D SMD_AAAAAAAAAAAA_IN -d 172.30.0.2/32 -j DROP\nCOMMIT\n');
+  t.equal(block.script, `*filter\n-I ${A} 1 -d 172.30.0.2/32 -j DROP\nCOMMIT\n`);
+  const unblock = planRules(saved({ a: `[0:0] -A ${A} -d 172.30.0.2/32 -j DROP` }), desired);
+  t.equal(unblock.script, `*filter\n-D ${A} -d 172.30.0.2/32 -j DROP\nCOMMIT\n`);
   t.same(unblock.rebuilt, []);
 
-  const moved = [desired[0]!, serviceChainRules('SMD_AAAAAAAAAAAA_IN', 'in', '172.30.0.3', ['10.0.0.0/8'], false)];
-  const mv = planRules(saved(''), moved);
-  t.same(mv.rebuilt, ['SMD_AAAAAAAAAAAA_IN'], 'a new address rebuilds the chain');
-  t.match(mv.script!, /-D FORWARD -d 172\.30\.0\.2\/32 -j SMD_AAAAAAAAAAAA_IN\n/);
-  t.match(mv.script!, /-I FORWARD 1 -d 172\.30\.0\.3\/32 -j SMD_AAAAAAAAAAAA_IN\n/);
+  const moved = [desired[0]!, desired[1]!, serviceChainRules(A, 'in', '172.30.0.3', false)];
+  const mv = planRules(saved(), moved);
+  t.same(mv.rebuilt, [A], 'a new address rebuilds the chain');
+  t.match(mv.script!, new RegExp(`-D SMD_FORWARD_IN -d 172\\.30\\.0\\.2/32 -j ${A}\n`));
+  t.match(mv.script!, new RegExp(`-A SMD_FORWARD_IN -d 172\\.30\\.0\\.3/32 -j ${A}\n`));
 
-  const rm = planRules(saved(''), desired, { removeOthers: true });
+  const dup = planRules(saved({ fwd: `[0:0] -A SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}` }), desired);
+  t.equal(dup.script, `*filter\n-D SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}\nCOMMIT\n`, 'a duplicate jump is deleted (once)');
+
+  const wider = [desired[0]!, forwardChainRules('in', [...local, '192.168.0.0/16']), desired[2]!];
+  const w = planRules(saved(), wider);
+  t.same(w.rebuilt, ['SMD_FORWARD_IN'], 'new local subnets rebuild only the dispatch chain; service counters stay');
+  t.equal(
+    w.script,
+    [
+      '*filter',
+      ':SMD_FORWARD_IN - [0:0]',
+      '-A SMD_FORWARD_IN -s 10.0.0.0/8 -j RETURN',
+      '-A SMD_FORWARD_IN -s 192.168.0.0/16 -j RETURN',
+      `-A SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}`,
+      'COMMIT',
+      '',
+    ].join('\n'),
+    'the flushed jumps are re-added after the RETURN rules, never deleted twice',
+  );
+
+  const rm = planRules(saved(), desired, { removeOthers: true });
   t.same(rm.removed, ['SMD_BBBBBBBBBBBB_OUT'], 'only smd chains that are not wanted; DOCKER is left alone');
   t.equal(rm.script, '*filter\n-D FORWARD -s 172.30.0.9/32 -j SMD_BBBBBBBBBBBB_OUT\n-F SMD_BBBBBBBBBBBB_OUT\n-X SMD_BBBBBBBBBBBB_OUT\nCOMMIT\n');
-  t.same(planRules(saved(''), desired, { remove: ['SMD_NOPE_IN'] }).script, null, 'removing an absent chain is a no-op');
+  const one = planRules(saved(), [desired[0]!, desired[1]!], { remove: [A] });
+  t.equal(one.script, `*filter\n-D SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}\n-F ${A}\n-X ${A}\nCOMMIT\n`, 'removing a service chain removes its jump first');
+  t.same(planRules(saved(), desired, { remove: ['SMD_NOPE_IN'] }).script, null, 'removing an absent chain is a no-op');
+});
+
+t.test('plan: the per-service layout of earlier versions moves to the dispatch chains', async (t) => {
+  const A = 'SMD_AAAAAAAAAAAA_IN';
+  const old = parseIptablesSave(
+    [
+      '*filter',
+      ':INPUT ACCEPT [0:0]',
+      ':FORWARD ACCEPT [0:0]',
+      ':OUTPUT ACCEPT [0:0]',
+      `:${A} - [0:0]`,
+      `[9:900] -A FORWARD -d 172.30.0.2/32 -j ${A}`,
+      `[0:0] -A ${A} -s 10.0.0.0/8 -j RETURN`,
+      `[9:900] -A ${A} -d 172.30.0.2/32`,
+      'COMMIT',
+    ].join('\n'),
+  ).get('filter');
+  const plan = planRules(old, [forwardChainRules('in', ['10.0.0.0/8']), serviceChainRules(A, 'in', '172.30.0.2', false)]);
+  t.same(plan.rebuilt, ['SMD_FORWARD_IN', A], 'the service chain is rebuilt (its total is rebased, never lost)');
+  t.equal(
+    plan.script,
+    [
+      '*filter',
+      ':SMD_FORWARD_IN - [0:0]',
+      `:${A} - [0:0]`,
+      `-D FORWARD -d 172.30.0.2/32 -j ${A}`,
+      '-A SMD_FORWARD_IN -s 10.0.0.0/8 -j RETURN',
+      `-A ${A} -d 172.30.0.2/32`,
+      '-I FORWARD 1 -j SMD_FORWARD_IN',
+      `-A SMD_FORWARD_IN -d 172.30.0.2/32 -j ${A}`,
+      'COMMIT',
+      '',
+    ].join('\n'),
+  );
 });
 
 t.test('tbf arguments', async (t) => {

@@ -120,7 +120,7 @@ export async function checkExtraInvariants(opts) {
       for (const n of ns) if (!wantNs.has(n)) problems.push(`network namespace without a row: ${n}`);
       const save = (await opts.sandbox.exec('iptables-save', ['-t', 'filter'])).stdout;
       const chains = [...save.matchAll(/^:(SMD_[0-9A-Za-z]+_(?:IN|OUT))\s/gm)].map((m) => m[1]);
-      const wantChains = new Set(['SMD_SYSTEM_IN', 'SMD_SYSTEM_OUT']);
+      const wantChains = new Set(['SMD_SYSTEM_IN', 'SMD_SYSTEM_OUT', 'SMD_FORWARD_IN', 'SMD_FORWARD_OUT']);
       if (opts.chainName) for (const id of ids) for (const d of ['in', 'out']) wantChains.add(opts.chainName(id, d));
       for (const c of chains) if (!wantChains.has(c)) problems.push(`iptables chain without a row: ${c}`);
     }

@@ -1,68 +1,78 @@
 #!/usr/bin/env bash
-# The demo: smd for real, as a Type=notify unit of a real systemd manager, on a real D-Bus and
-# journald, inside a private sandbox (scripts/sandbox) that leaves the host untouched.
-# Data lives in ./var/demo, started afresh each run so the demo always tells the same story.
+# The demo: smd as it runs on hardware. A device (scripts/device: a Debian 12 root file system
+# booted with systemd as PID 1 in a container) with smd installed from its npm package and the
+# shipped unit enabled unchanged, no configuration file. Example services are installed,
+# updated, rolled back, switched between users, and survive a restart of smd and a power cut.
+# Nothing of the host is touched; the device is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-
-if [ -z "${SMD_SANDBOX_DIR:-}" ]; then
-  [ -f dist/bin/smd.js ] || npm run build
-  exec scripts/sandbox bash "$0" "$@"
-fi
+[ -f dist/bin/smd.js ] || npm run build
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-smctl() { node "$root/dist/bin/smctl.js" --socket "$SMD_SANDBOX_DIR/run-smd/smd.sock" "$@"; }
 
-rm -rf "$root/var/demo" && mkdir -p "$root/var/demo"
-config=$SMD_SANDBOX_DIR/smd.json
-cat >"$config" <<JSON
-{
-  "dataDir": "$root/var/demo",
-  "runDir": "$SMD_SANDBOX_DIR/run-smd",
-  "systemd": { "bus": "$DBUS_SESSION_BUS_ADDRESS", "unitDir": "$SMD_SANDBOX_UNIT_DIR" }
+coproc DEVICE { exec scripts/device --hold; }
+device_pid=$DEVICE_PID
+exec {to_device}>&"${DEVICE[1]}" {from_device}<&"${DEVICE[0]}"
+# Only these two copies stay open, so closing to_device is the end of the device's stdin.
+eval "exec ${DEVICE[1]}>&- ${DEVICE[0]}<&-"
+cleanup() { exec {to_device}>&-; wait "$device_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+say "boot a device (the root file system is built once with mmdebstrap, then cached)"
+IFS= read -r -u "$from_device" info || { echo "demo: the device did not boot"; exit 1; }
+field() { node -e 'const v = JSON.parse(process.argv[1])[process.argv[2]]; if (v === undefined) process.exit(1); process.stdout.write(String(v))' "$1" "$2"; }
+pid1=$(field "$info" pid1)
+device_root=$(field "$info" root)
+path=$(field "$info" path)
+echo "booted in $(field "$info" bootMs) ms; its PID 1 is host PID $pid1"
+# One command to the device script (power-cut, boot, ...); prints its answer.
+device() {
+  echo "$1" >&"$to_device"
+  local reply; IFS= read -r -u "$from_device" reply
+  [ "$(field "$reply" ok 2>/dev/null)" = true ] || { echo "demo: $1 failed: $reply"; exit 1; }
+  if p=$(field "$reply" pid1 2>/dev/null); then pid1=$p; echo "booted in $(field "$reply" bootMs) ms"; fi
 }
-JSON
+inside() { nsenter -t "$pid1" -a -- env -i PATH="$path" TERM="${TERM:-dumb}" "$@"; }
+smctl() { inside smctl "$@"; }
 
-say "start smd as a Type=notify unit (returns once smd sent READY=1)"
-started=$(date +%s%N)
-systemd-run --user --unit=smd --quiet -p Type=notify -p NotifyAccess=main -p WatchdogSec=10s -p TimeoutStopSec=30s \
-  "$root/dist/bin/smd.js" --config "$config"
-echo "ready after $(( ($(date +%s%N) - started) / 1000000 )) ms"
-systemctl --user show smd -p ActiveState -p SubState -p StatusText -p MainPID -p WatchdogUSec | sed 's/^/  /'
+say "on the device: systemd as PID 1, smd started by its shipped unit"
+inside systemctl --version | head -1
+inside systemctl status smd --no-pager --lines=0 | sed 's/^/  /'
+inside systemd-analyze security smd.service --no-pager | tail -1
 
-say "smctl info"
+say "smctl info; smctl health"
 smctl info
-say "smctl health"
 smctl health || true
-say "build the example images (busybox-static, no network)"
-node "$root/scripts/images/build.mjs" "$SMD_SANDBOX_DIR/images" >/dev/null
-ls "$SMD_SANDBOX_DIR/images"
+
+say "copy the example images in (built from busybox-static, no network)"
+node "$root/scripts/images/build.mjs" "$device_root/opt/images" >/dev/null
+cp "$root/scripts/http-get.mjs" "$device_root/opt/http-get.mjs"
+ls "$device_root/opt/images"
 
 say "smctl services install hello-http v1 (progress bar on a terminal)"
-smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v1.tar"
+smctl services install /opt/images/hello-http-v1.tar
 smctl services ls
-say "its page, from its own network namespace behind smd's bridge"
 page() {
   local address
   address=$(smctl --json services get hello-http | node -e 'process.stdin.on("data", (d) => process.stdout.write(JSON.parse(d).address))')
   echo "GET http://$address:8080/"
-  node "$root/scripts/http-get.mjs" "http://$address:8080/"
+  inside node /opt/http-get.mjs "http://$address:8080/"
 }
+say "its page, through its own network namespace behind smd's bridge"
 page
 say "smctl services get hello-http (systemd's live view)"
 smctl services get hello-http
 
 say "update to v2; then a broken 'v3' that is rolled back"
-smctl services install "$SMD_SANDBOX_DIR/images/hello-http-v2.tar"
+smctl services install /opt/images/hello-http-v2.tar
 page
-smctl services install --id hello-http --version 3 "$SMD_SANDBOX_DIR/images/failing-v1.tar" || true
+smctl services install --id hello-http --version 3 /opt/images/failing-v1.tar || true
 smctl services ls
 page
 
-say "a second service, its logs from the journal, and the layer store (base layer shared)"
-smctl services install "$SMD_SANDBOX_DIR/images/writer-v1.tar"
-sleep 2
+say "a second service, its logs from the journal, the layer store (base layer shared), traffic, usage"
+smctl services install /opt/images/writer-v1.tar
+for _ in $(seq 1 50); do [ "$(smctl --json services logs writer -n 3 | wc -l)" -ge 2 ] && break; sleep 0.1; done
 smctl services logs writer -n 3
 smctl layers ls
 smctl traffic
@@ -75,9 +85,14 @@ smctl services ls
 smctl users set
 smctl ops ls | head -12
 
-say "stop smd (STOPPING=1, orderly shutdown) and show its journal"
-systemctl --user stop smd
-journalctl -u smd --no-pager -o cat | tail -n 4
-echo "services keep running without smd:"
-systemctl --user list-units 'smd-*' --no-legend --plain | sed 's/^/  /'
+say "systemctl restart smd: the services keep running (same MainPID)"
+inside systemctl show -p MainPID smd-hello-http.service
+inside systemctl restart smd
+inside systemctl show -p MainPID smd-hello-http.service
 
+say "power cut (SIGKILL of the device's PID 1), then boot again"
+device power-cut
+device boot
+smctl services ls
+inside systemctl list-units 'smd-*' --no-legend --plain | sed 's/^/  /'
+page

@@ -8,6 +8,8 @@ export const ERROR_CODES = [
   'SYSTEMD',
   'UNAVAILABLE',
   'FORBIDDEN',
+  /** An image without a valid signature by a trusted key (SPEC 13). */
+  'UNTRUSTED',
   'INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -9,12 +9,12 @@
 //
 // Prints one JSON object: {name: "install", figures: [{name, value, unit, baseline?, ratio?, target?}]}.
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { gzip, imageLayout, MT, tarBuffer, writeArchive } from '../images/oci.mjs';
+import { layerEntries } from './lib/image.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(HERE, '../../dist/images/index.js');
@@ -29,44 +29,6 @@ function args() {
     else if (a[i] === '--big-mb') o.bigMb = Number(a[++i]);
   }
   return o;
-}
-
-/** Deterministic compressible text (log-like lines). */
-function textFile(bytes, seed) {
-  const lines = [];
-  let n = 0;
-  let len = 0;
-  while (len < bytes) {
-    const line = `${seed}:${n} INFO service started worker=${n % 17} path=/var/lib/app/${seed}/${n % 101} status=ok latency_ms=${(n * 7) % 997}\n`;
-    lines.push(line);
-    len += line.length;
-    n++;
-  }
-  return Buffer.from(lines.join('')).subarray(0, bytes);
-}
-
-/** One layer of about `bytes` unpacked: 60 % incompressible files, 40 % compressible small files. */
-function layerEntries(bytes, li) {
-  const entries = [{ path: `layer${li}/`, type: 'dir', mode: 0o755 }, { path: `layer${li}/bin/`, type: 'dir', mode: 0o755 }, { path: `layer${li}/share/`, type: 'dir', mode: 0o755 }];
-  let rnd = Math.floor(bytes * 0.6);
-  let i = 0;
-  while (rnd > 0) {
-    const size = Math.min(rnd, (256 + ((i * 389) % 1792)) * 1024);
-    entries.push({ path: `layer${li}/bin/blob${i}.bin`, data: randomBytes(size), mode: 0o755 });
-    rnd -= size;
-    i++;
-  }
-  let txt = bytes - Math.floor(bytes * 0.6);
-  let j = 0;
-  while (txt > 0) {
-    const size = Math.min(txt, (4 + ((j * 37) % 60)) * 1024);
-    entries.push({ path: `layer${li}/share/d${j % 20}/file${j}.txt`, data: textFile(size, `${li}-${j}`), mode: 0o644 });
-    txt -= size;
-    j++;
-  }
-  // directories for the text files
-  for (let d = 0; d < 20; d++) entries.splice(3, 0, { path: `layer${li}/share/d${d}/`, type: 'dir', mode: 0o755 });
-  return entries;
 }
 
 /** Builds an image of ~sizeMb unpacked in 3 gzip layers: archive + the layout's blobs as files. */
@@ -112,7 +74,7 @@ async function oursOnce(mod, img, out) {
   mkdirSync(out, { recursive: true });
   const t0 = process.hrtime.bigint();
   const image = await mod.readImage(img.archive);
-  await mod.extractLayers(img.archive, image, { wanted: new Set(image.layers.map((l) => l.digest)), destFor: (d) => join(out, d.slice(7)) });
+  await mod.extractLayers(image, { wanted: new Set(image.layers.map((l) => l.digest)), destFor: (d) => join(out, d.slice(7)) });
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
@@ -124,7 +86,7 @@ function childRss(archive, out, only) {
     const mod = await import(${JSON.stringify(pathToFileURL(DIST).href)});
     if (${only ? 'false' : 'true'}) {
       const image = await mod.readImage(${JSON.stringify(archive)});
-      await mod.extractLayers(${JSON.stringify(archive)}, image, { wanted: new Set(image.layers.map((l) => l.digest)), destFor: (d) => ${JSON.stringify(out)} + '/' + d.slice(7) });
+      await mod.extractLayers(image, { wanted: new Set(image.layers.map((l) => l.digest)), destFor: (d) => ${JSON.stringify(out)} + '/' + d.slice(7) });
     }
     // VmHWM: the peak RSS of this process's own memory map (maxRSS would also count the
     // parent's pages duplicated by fork before exec).

@@ -56,6 +56,7 @@ async function main() {
   const { parseConfig } = await import(join(root, 'dist/config/config.js'));
   const { EventBus } = await import(join(root, 'dist/events/bus.js'));
   const { silentLogger } = await import(join(root, 'dist/log.js'));
+  const { AlertStore } = await import(join(root, 'dist/alerts/store.js'));
   const runs = Number(process.env.BENCH_RUNS ?? 30);
   const listRuns = Number(process.env.BENCH_LIST_RUNS ?? 3);
   // service chains -> services
@@ -70,7 +71,8 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'smd-bench-traffic-'));
   const opened = openDatabase(join(dir, 'smd.db'));
   const config = parseConfig({ traffic: { subnet: '172.30.0.0/16', sampleIntervalMs: 10_000 } }).traffic;
-  const mon = new TrafficMonitor({ db: opened.db, bus: new EventBus(), config, logger: silentLogger });
+  const bus = new EventBus();
+  const mon = new TrafficMonitor({ db: opened.db, bus, alerts: new AlertStore({ db: opened.db, bus }), config, logger: silentLogger });
   const ipt = new Iptables();
   await mon.start();
   if (!mon.health().ok) throw new Error(`iptables not usable: ${mon.health().detail}`);

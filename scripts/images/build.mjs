@@ -79,7 +79,7 @@ const APPS = {
   failing: (v) => ({
     entries: [
       { path: 'app/', type: 'dir', mode: 0o755 },
-      { path: 'app/fail.sh', mode: 0o755, data: `#!/bin/sh\necho "failing v${v}: fatal error: configuration missing" >&2\nexit 3\n` },
+      { path: 'app/fail.sh', mode: 0o755, data: `#!/bin/sh\necho "<3>failing v${v}: fatal error: configuration missing" >&2\nexit 3\n` },
     ],
     config: { Entrypoint: ['/bin/sh', '/app/fail.sh'], Cmd: [], Env: ['PATH=/bin:/usr/bin'], WorkingDir: '/' },
   }),

@@ -3,7 +3,7 @@ import type { Db } from '../db/database.js';
 import { alerts } from '../db/schema.js';
 import type { EventBus } from '../events/bus.js';
 
-export type AlertSource = 'monitoring' | 'journal';
+export type AlertSource = 'monitoring' | 'journal' | 'traffic';
 
 /** What `alerts.list` returns. */
 export interface Alert {

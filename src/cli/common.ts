@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import { Command, Option } from 'commander';
 import { RpcClient } from './client.js';
 import { followOperation } from './progress.js';
@@ -52,3 +53,8 @@ export async function runOperation(c: RpcClient, method: string, params: Record<
   if (done.state !== 'succeeded') process.exitCode = EXIT.failed;
 }
 
+
+/** An image argument: a URL or docker:// reference as given, a file path made absolute. */
+export function imageArgument(image: string): string {
+  return /^(https?|docker):\/\//.test(image) ? image : resolvePath(image);
+}

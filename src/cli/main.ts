@@ -2,13 +2,16 @@
 import { resolve as resolvePath } from 'node:path';
 import { CommanderError, Option } from 'commander';
 import { RpcCallError } from './client.js';
-import { EXIT, Unreachable, globals, out, program, runOperation, withClient } from './common.js';
+import { EXIT, Unreachable, globals, imageArgument, out, program, runOperation, withClient } from './common.js';
 import { bytes, duration, keyValues, table, time } from './format.js';
 import { followOperation } from './progress.js';
 import { registerServiceCommands } from './services.js';
 import { registerUserCommands } from './users.js';
 import { registerTrafficCommands } from './traffic.js';
 import { registerMonitoringCommands } from './monitoring.js';
+import { registerStateCommands } from './state.js';
+import { registerMetricsCommands } from './metrics.js';
+import { registerFleetCommands } from './fleet.js';
 
 const opColumns = ['id', 'kind', 'target', 'state', 'progress', 'step', 'updated'];
 const opRow = (o: Record<string, unknown>) => ({ ...o, updated: time(o.updatedAt as number), progress: `${String(o.progress)}%` });
@@ -19,7 +22,9 @@ program
   .action(() =>
     withClient(async (c) => {
       const info = await c.call<Record<string, unknown>>('system.info');
-      out(info, () => keyValues({ ...info, startedAt: time(info.startedAt as number), uptime: duration(info.uptimeMs as number), uptimeMs: undefined }));
+      const trust = info.trust as { policy: string; keys: { id: string }[] } | undefined;
+      const trustLine = trust ? `${trust.policy}${trust.keys.length ? ` (keys: ${trust.keys.map((k) => k.id).join(', ')})` : ''}` : undefined;
+      out(info, () => keyValues({ ...info, startedAt: time(info.startedAt as number), uptime: duration(info.uptimeMs as number), uptimeMs: undefined, trust: trustLine }));
     }),
   );
 
@@ -89,6 +94,9 @@ registerServiceCommands();
 registerUserCommands();
 registerTrafficCommands();
 registerMonitoringCommands();
+registerStateCommands();
+registerMetricsCommands();
+registerFleetCommands();
 
 const layersCmd = program.command('layers').description('the shared layer store');
 const layerRow = (l: Record<string, unknown>) => ({ ...l, digest: String(l.digest).slice(0, 19), size: bytes(l.size as number), usedBy: (l.usedBy as string[]).join(',') || '-', created: time(l.createdAt as number) });
@@ -102,9 +110,16 @@ layersCmd
     }),
   );
 layersCmd
-  .command('install <archive>')
-  .description('install the layers of a layer package (OCI archive)')
-  .action((archive: string) => withClient((c) => runOperation(c, 'layers.install', { image: resolvePath(archive) })));
+  .command('install <image>')
+  .description('install the layers of a layer package (an archive, an https:// URL with --digest, or docker://)')
+  .option('--digest <sha256:hex>', 'digest of the archive (required for a URL)')
+  .option('--size <bytes>', 'size of the archive (for a URL)', (v) => Number.parseInt(v, 10))
+  .option('--signature <file>', 'a sigstore bundle signing the package (a file on the device)')
+  .action((image: string, o: { digest?: string; size?: number; signature?: string }) =>
+    withClient((c) =>
+      runOperation(c, 'layers.install', { image: imageArgument(image), ...(o.digest ? { digest: o.digest } : {}), ...(o.size !== undefined ? { size: o.size } : {}), ...(o.signature ? { signature: resolvePath(o.signature) } : {}) }),
+    ),
+  );
 layersCmd
   .command('rm <digest>')
   .description('remove a layer (refused while a service uses it, unless --force)')

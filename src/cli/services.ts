@@ -1,6 +1,6 @@
-import { resolve as resolvePath } from 'node:path';
+import { resolve } from 'node:path';
 import { Option } from 'commander';
-import { EXIT, globals, out, program, runOperation, withClient } from './common.js';
+import { EXIT, globals, imageArgument, out, program, runOperation, withClient } from './common.js';
 import { bytes, duration, keyValues, table, time } from './format.js';
 
 const STATE_NAMES = ['stopped', 'running', 'failed'];
@@ -14,6 +14,7 @@ interface Svc {
   startat: number | null;
   layers: string[];
   settings: Record<string, unknown>;
+  signedBy?: string | null;
   live?: { activeState: string; subState: string; mainPid: number | null; since: number | null; restarts: number | null; memoryCurrent: number | null } | null;
 }
 
@@ -58,25 +59,31 @@ export function registerServiceCommands(): void {
           const live = s.live
             ? { active: `${s.live.activeState}/${s.live.subState}`, mainPid: s.live.mainPid, since: time(s.live.since), uptime: s.live.since ? duration(Date.now() - s.live.since) : '-', restarts: s.live.restarts, memory: s.live.memoryCurrent === null ? '-' : bytes(s.live.memoryCurrent) }
             : { active: 'systemd unreachable' };
-          return keyValues({ ...row(s), unit: s.unit, ...live, settings: s.settings, layers: s.layers.join(' ') });
+          return keyValues({ ...row(s), unit: s.unit, signedBy: s.signedBy ?? '-', ...live, settings: s.settings, layers: s.layers.join(' ') });
         });
       }),
     );
   cmd
-    .command('install <archive>')
-    .description('install (or update) a service from an OCI image archive')
+    .command('install <image>')
+    .description('install (or update) a service from an image: an OCI or Docker archive, an https:// URL (with --digest) or docker://HOST/REPO[:TAG]')
+    .option('--digest <sha256:hex>', 'digest of the archive (required for a URL)')
+    .option('--size <bytes>', 'size of the archive (for a URL)', (v) => Number.parseInt(v, 10))
     .option('--id <id>', 'service id (default: the io.smd.id annotation)')
     .option('--version <n>', 'version (default: the io.smd.version annotation)', (v) => Number.parseInt(v, 10))
     .option('--set <key=value>', 'a setting, e.g. memoryMax=67108864 (repeatable)', collect, [])
     .option('--force', 'install even if the version is not higher', false)
-    .action((archive: string, o: { id?: string; version?: number; set: string[]; force: boolean }) =>
+    .option('--signature <file>', 'a sigstore bundle signing the image (a file on the device)')
+    .action((image: string, o: { id?: string; version?: number; set: string[]; force: boolean; digest?: string; size?: number; signature?: string }) =>
       withClient((c) =>
         runOperation(c, 'services.install', {
-          image: resolvePath(archive),
+          image: imageArgument(image),
+          ...(o.digest ? { digest: o.digest } : {}),
+          ...(o.size !== undefined ? { size: o.size } : {}),
           ...(o.id ? { id: o.id } : {}),
           ...(o.version !== undefined ? { version: o.version } : {}),
           ...(o.set.length ? { settings: parseSettings(o.set) } : {}),
           ...(o.force ? { force: true } : {}),
+          ...(o.signature ? { signature: resolve(o.signature) } : {}),
         }),
       ),
     );

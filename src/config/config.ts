@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SmError } from '../errors.js';
 import { LOG_LEVELS } from '../log.js';
+import { TRUST_POLICIES } from '../trust/policy.js';
+import { DEVICE_ID_PATTERN, TOPIC_PREFIX_PATTERN } from '../fleet/topics.js';
 
 const MiB = 1024 * 1024;
 const positiveInt = z.number().int().positive();
@@ -52,8 +54,48 @@ export const configSchema = z.strictObject({
       maxArchiveBytes: positiveInt.default(2048 * MiB),
       maxUnpackedBytes: positiveInt.default(4096 * MiB),
       maxEntries: positiveInt.default(200_000),
+      /** Free space of dataDir an install must leave (the disk-space pre-check, SPEC 11). */
+      reserveBytes: z.number().int().nonnegative().default(256 * MiB),
+      /** A download without progress for this long is cut and resumed. */
+      stallTimeoutMs: positiveInt.default(30_000),
+      /** Bandwidth cap of all downloads together; absent = no cap. */
+      maxDownloadBytesPerSec: positiveInt.optional(),
+      /** Blobs of one image fetched at the same time. */
+      parallelFetches: positiveInt.max(16).default(3),
+      /** Attempts per blob before the fetch fails (each resumes where the last stopped). */
+      retries: z.number().int().nonnegative().default(8),
+      /**
+       * Signatures (SPEC 13): the pinned public keys (PEM files, ECDSA P-256 or Ed25519, read at
+       * start) and the policy; `require` is the default with keys, `off` without.
+       */
+      trust: z
+        .strictObject({
+          keys: z
+            .array(
+              z.strictObject({
+                id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/, 'expected an id of letters, digits and . _ @ : -'),
+                publicKey: z.string().startsWith('/', 'expected an absolute path'),
+              }),
+            )
+            .refine((keys) => new Set(keys.map((k) => k.id)).size === keys.length, 'key ids must be unique')
+            .default([]),
+          policy: z.enum(TRUST_POLICIES).optional(),
+        })
+        .prefault({}),
     })
     .prefault({}),
+  /** Per registry `HOST[:PORT]`: credentials, a custom CA, or plain http (SPEC 11). */
+  registries: z
+    .record(
+      z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'expected HOST or HOST:PORT'),
+      z.strictObject({
+        username: z.string().min(1).optional(),
+        passwordFile: z.string().startsWith('/', 'expected an absolute path').optional(),
+        ca: z.string().startsWith('/', 'expected an absolute path').optional(),
+        insecure: z.boolean().default(false),
+      }),
+    )
+    .default({}),
   traffic: z
     .strictObject({
       enabled: z.boolean().default(true),
@@ -66,9 +108,49 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   journal: z.strictObject({ alertPriority: z.number().int().min(0).max(7).default(3) }).prefault({}),
+  /**
+   * Prometheus metrics (`metrics.get`). `textfile`: after every monitoring sample the same text
+   * is written atomically to this file, for node_exporter's textfile collector, which reads only
+   * `*.prom` files of its `--collector.textfile.directory`.
+   */
+  metrics: z
+    .strictObject({
+      textfile: z.string().startsWith('/', 'expected an absolute path').endsWith('.prom', "expected a file name ending in .prom (node_exporter's textfile collector reads only *.prom)").optional(),
+    })
+    .prefault({}),
+  /**
+   * The fleet bridge (SPEC 14): smd as a client of an MQTT broker the operator runs. Absent =
+   * off. The password is read from `passwordFile` at start (never written in this file).
+   */
+  fleet: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      url: z.string().regex(/^mqtts?:\/\/[^/\s?#]+\/?$/, 'expected mqtt://HOST:PORT or mqtts://HOST:PORT'),
+      deviceId: z.string().regex(DEVICE_ID_PATTERN, 'expected 1-128 letters, digits and . _ : - (one topic level)'),
+      username: z.string().min(1).optional(),
+      passwordFile: z.string().startsWith('/', 'expected an absolute path').optional(),
+      /** PEM file of the CA that signed the broker's certificate (mqtts). */
+      ca: z.string().startsWith('/', 'expected an absolute path').optional(),
+      topicPrefix: z.string().regex(TOPIC_PREFIX_PATTERN, 'expected topic levels of letters, digits and . _ : - without wildcards').default('smd'),
+      /** Lets `rpc` call methods that change state; off: the read-only socket's rules. */
+      allowMutations: z.boolean().default(false),
+      keepaliveSec: positiveInt.default(30),
+      connectTimeoutMs: positiveInt.default(10_000),
+      reconnect: z
+        .strictObject({ minMs: positiveInt.default(1000), maxMs: positiveInt.default(60_000) })
+        .refine((r) => r.minMs <= r.maxMs, 'reconnect.minMs must not exceed reconnect.maxMs')
+        .prefault({}),
+      /** `reported` after a change: once quiet for debounceMs, at most maxWaitMs after the first change. */
+      report: z.strictObject({ debounceMs: z.number().int().nonnegative().default(250), maxWaitMs: positiveInt.default(1000) }).prefault({}),
+      outbox: z.strictObject({ maxMessages: positiveInt.default(10_000) }).prefault({}),
+    })
+    .optional(),
 });
 
 type RawConfig = z.output<typeof configSchema>;
+
+/** The `fleet` section once validated (SPEC 14). */
+export type FleetConfig = NonNullable<RawConfig['fleet']>;
 
 /** The configuration with every path resolved. */
 export type Config = Omit<RawConfig, 'socket' | 'readOnlySocket' | 'database'> & {
@@ -98,14 +180,17 @@ export function parseConfig(input: unknown): Config {
   };
 }
 
-/** Reads and validates the config file. A missing default file means all defaults. */
-export function loadConfig(path: string | undefined): Config {
-  const file = path ?? DEFAULT_CONFIG_PATH;
+/**
+ * Reads and validates the config file. A missing file at the default path means all defaults,
+ * also when it is named (the shipped unit may pass it); any other missing file is an error.
+ */
+export function loadConfig(path: string | undefined, defaultPath = DEFAULT_CONFIG_PATH): Config {
+  const file = path ?? defaultPath;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    if (path === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return parseConfig({});
+    if (file === defaultPath && (err as NodeJS.ErrnoException).code === 'ENOENT') return parseConfig({});
     throw new SmError('INTERNAL', `cannot read configuration ${file}: ${(err as Error).message}`, { path: file });
   }
   let json: unknown;

@@ -40,7 +40,7 @@ async function main(): Promise<number> {
     await daemon.start();
   } catch (err) {
     process.stderr.write(`smd: ${(err as Error).message}\n`);
-    await daemon.stop(0).catch(() => {});
+    await daemon.stop(0).catch((stopErr: unknown) => logger.error('clean-up after the failed start failed', { err: stopErr }));
     return 1;
   }
   notifier.send({ READY: 1, STATUS: daemon.statusLine() });

@@ -54,6 +54,8 @@ export const services = sqliteTable(
     imageConfig: text('imageConfig').notNull().default('{}'),
     /** What the operator asked for: 'running' or 'stopped'; reconciliation restores it. */
     desired: text('desired').notNull().default('running'),
+    /** Id of the trusted key (images.trust.keys) whose signature the installed image carried; null when unsigned (SPEC 13). */
+    signedBy: text('signedBy'),
     ...stamps,
     rowVersion,
   },
@@ -153,3 +155,49 @@ export const serviceNetworks = sqliteTable('service_networks', {
   address: text('address').notNull().unique(),
   createdAt: integer('createdAt').notNull(),
 });
+
+/**
+ * The desired state (SPEC section 12): one row per apply that ran, newest last. `state` says
+ * what the device ended in: `running` while it runs, `succeeded` once every item held (also when
+ * start-up recovery finished a committed apply), `failed` when nothing of it stayed. The layer
+ * digests of the last succeeded apply (and of a running one) are kept by layer prunes.
+ * No foreign key to operations: their retention must not delete the device's desired state.
+ */
+export const desiredState = sqliteTable(
+  'desired_state',
+  {
+    operationId: text('operationId').primaryKey(),
+    version: integer('version').notNull(),
+    /** sha256 of the canonical JSON of the desired state: the same version with other content is told apart. */
+    hash: text('hash').notNull(),
+    desired: text('desired').notNull(),
+    state: text('state', { enum: ['running', 'succeeded', 'failed'] }).notNull(),
+    /** Per item what was done, JSON. */
+    items: text('items').notNull().default('[]'),
+    layerDigests: text('layerDigests').notNull().default('[]'),
+    /** `{code, message}` when failed, JSON. */
+    error: text('error'),
+    finishedAt: integer('finishedAt'),
+    ...stamps,
+  },
+  (t) => [index('desired_state_created').on(t.createdAt), index('desired_state_state').on(t.state)],
+);
+
+/**
+ * The fleet bridge's outbox (SPEC 14): what must reach the broker (reports, events, rpc replies),
+ * kept here while it is unreachable and sent in `id` order once connected; a row goes when the
+ * broker acknowledged it (QoS 1). Bounded: see src/fleet/outbox.ts for the drop policy.
+ */
+export const fleetOutbox = sqliteTable(
+  'fleet_outbox',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    kind: text('kind', { enum: ['report', 'event', 'reply'] }).notNull(),
+    /** The topic below `<topicPrefix>/<deviceId>/`: `reported`, `events` or `rpc/reply`. */
+    topic: text('topic').notNull(),
+    payload: text('payload').notNull(),
+    retain: integer('retain', { mode: 'boolean' }).notNull().default(false),
+    createdAt: integer('createdAt').notNull(),
+  },
+  (t) => [index('fleet_outbox_kind').on(t.kind, t.id)],
+);

@@ -25,7 +25,7 @@ export class ShellSession {
       () => this.exec(file, args, opts),
       () => this.exec(file, args, opts),
     );
-    this.queue = next.catch(() => undefined);
+    this.queue = next.catch(() => undefined); // the tail only orders the calls: each caller gets its own error from `next`
     return next;
   };
 

@@ -22,14 +22,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await fh.sync();
   } catch (err) {
     await fh.close();
-    await unlink(tmp).catch(() => {});
+    await unlink(tmp).catch(() => {}); // best effort: the write's own error is what the caller must see; a unique .tmp name left over harms nothing
     throw err;
   }
   await fh.close();
   try {
     await rename(tmp, path);
   } catch (err) {
-    await unlink(tmp).catch(() => {});
+    await unlink(tmp).catch(() => {}); // best effort, as above: the rename's error is the one to report
     throw err;
   }
   await fsyncDir(dir);

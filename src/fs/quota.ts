@@ -185,9 +185,14 @@ export async function releaseQuotaMount(dir: string): Promise<boolean> {
     }
   }
   if (await exists(image)) {
+    const failed: { dev: string; err: unknown }[] = [];
     for (const dev of await loopDevicesOf(image)) {
-      await run('losetup', ['-d', dev], { timeoutMs: 10_000 }).catch(() => undefined);
+      await run('losetup', ['-d', dev], { timeoutMs: 10_000 }).catch((err: unknown) => failed.push({ dev, err }));
     }
+    // A device that autoclear detached between the listing and `losetup -d` is fine; one still attached is not.
+    const left = failed.length ? await loopDevicesOf(image) : [];
+    const stuck = failed.filter((f) => left.includes(f.dev));
+    if (stuck.length) throw new SmError('INTERNAL', `loop device ${stuck.map((f) => f.dev).join(', ')} of ${image} not detached`, { image, devices: stuck.map((f) => f.dev) }, { cause: stuck[0]!.err });
   }
   return was;
 }

@@ -97,7 +97,7 @@ export function walkArchive(
   const walk: ArchiveWalk = {
     // Settles only once every tracked job settled too, so that a caller may clean up after it.
     done: finished
-      .catch(() => {})
+      .catch(() => {}) // not lost: `failure` is thrown below, once every tracked job settled
       .then(async () => {
         for (let n = -1; n < jobs.length; ) {
           n = jobs.length;

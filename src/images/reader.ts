@@ -1,28 +1,40 @@
 /**
- * readImage: the first streaming pass over an OCI image archive. It collects the sizes of all
- * blobs and the (small, capped) JSON blobs, then picks and verifies index → manifest → config.
- * Layer blobs are only checked for presence and size here; their digests are verified while
- * they are extracted (extract.ts).
+ * readImage: the first streaming pass over an image archive — an OCI image layout, or a Docker
+ * archive (`docker save`, `podman save`: manifest.json, config, layer tars), told apart by their
+ * top-level files in the same pass. It collects the sizes of all files and the (small, capped)
+ * JSON documents, then picks and verifies index → manifest → config (OCI) or manifest.json entry
+ * → config (Docker). Layer blobs are only checked for presence and size here; their digests are
+ * verified while they are extracted (extract.ts).
+ *
+ * imageInfoFrom and the schemas are exported for a registry client, which fetches the same
+ * documents itself and builds the same ImageInfo from them.
  */
 import { createHash } from 'node:crypto';
 import * as z from 'zod';
-import { checkArchiveFile, invalid, isGzipFile, walkArchive } from './archive.js';
-import { hostArchitecture, sha256Hex } from './paths.js';
+import { checkArchiveFile, GZIP_MAGIC, invalid, isGzipFile, walkArchive } from './archive.js';
+import { checkSymlinkTarget, hostArchitecture, normalizeEntryPath, sha256Hex } from './paths.js';
 import {
   CONFIG_MEDIA_TYPES,
   INDEX_MEDIA_TYPES,
   LAYER_MEDIA_TYPES,
   MANIFEST_MEDIA_TYPES,
   MAX_JSON_BLOB_BYTES,
+  MEDIA_TYPES,
   resolveLimits,
+  type BlobSource,
   type ImageInfo,
   type LayerDescriptor,
   type ReadImageOptions,
 } from './types.js';
+import { isZstdMagic } from './zstd.js';
+import { candidateOf, isSignatureTag, signatureBlobs, signatureTag, subjectOf } from '../trust/discover.js';
+import type { SignatureCandidate, SignedSubject } from '../trust/verify.js';
 
 /** All small JSON-looking blobs kept in memory together may not exceed this. */
 const MAX_JSON_TOTAL_BYTES = 64 * 1024 * 1024;
 const REF_NAME = 'org.opencontainers.image.ref.name';
+/** Links followed to find a Docker archive entry (`<id>/layer.tar` → `../<hex>.tar`). */
+const MAX_LINK_HOPS = 8;
 
 const Annotations = z.record(z.string(), z.string());
 const Platform = z.object({
@@ -31,30 +43,34 @@ const Platform = z.object({
   'os.version': z.string().optional(),
   variant: z.string().optional(),
 });
-const Descriptor = z.object({
+export const DescriptorSchema = z.object({
   mediaType: z.string(),
   digest: z.string(),
   size: z.number().int().nonnegative(),
   annotations: Annotations.optional(),
   platform: Platform.optional(),
+  /** OCI 1.1: set on artifacts (signatures, attestations) listed beside images. */
+  artifactType: z.string().optional(),
 });
-type Descriptor = z.infer<typeof Descriptor>;
+export type Descriptor = z.infer<typeof DescriptorSchema>;
 const Layout = z.object({ imageLayoutVersion: z.string() });
-const Index = z.object({
+export const IndexSchema = z.object({
   schemaVersion: z.literal(2),
   mediaType: z.string().optional(),
-  manifests: z.array(Descriptor),
+  manifests: z.array(DescriptorSchema),
   annotations: Annotations.optional(),
 });
-const Manifest = z.object({
+export type Index = z.infer<typeof IndexSchema>;
+export const ManifestSchema = z.object({
   schemaVersion: z.literal(2),
   mediaType: z.string().optional(),
-  config: Descriptor,
-  layers: z.array(Descriptor),
+  config: DescriptorSchema,
+  layers: z.array(DescriptorSchema),
   annotations: Annotations.optional(),
 });
+export type Manifest = z.infer<typeof ManifestSchema>;
 const StringList = z.array(z.string()).nullish();
-const Config = z.object({
+export const ConfigSchema = z.object({
   architecture: z.string().optional(),
   os: z.string().optional(),
   'os.version': z.string().optional(),
@@ -68,21 +84,37 @@ const Config = z.object({
       User: z.string().nullish(),
     })
     .nullish(),
+  /** Digests of the uncompressed layer tars (what a Docker archive's layers are checked against). */
+  rootfs: z.object({ type: z.string().optional(), diff_ids: z.array(z.string()) }).nullish(),
 });
+export type Config = z.infer<typeof ConfigSchema>;
+/** A Docker archive's manifest.json. */
+const DockerManifestSchema = z
+  .array(
+    z.object({
+      Config: z.string(),
+      RepoTags: z.array(z.string()).nullish(),
+      Layers: z.array(z.string()),
+    }),
+  )
+  .min(1, 'names no image');
 
-interface BlobSeen {
+interface FileSeen {
   size: number;
-  /** Content, kept only for small blobs that look like JSON. */
+  /** Content, kept only for small documents that look like JSON. */
   json: Buffer | null;
+  /** The first bytes (up to 4), to recognise compressed layers. */
+  head: Buffer;
 }
 
 interface Collected {
-  layout: Buffer | null;
-  index: Buffer | null;
-  blobs: Map<string, BlobSeen>;
+  /** Regular files by normalised path. */
+  files: Map<string, FileSeen>;
+  /** Symbolic (relative to their directory) and hard (relative to the root) links. */
+  links: Map<string, { hard: boolean; target: string }>;
 }
 
-function parseJson<T>(buf: Buffer, schema: z.ZodType<T>, what: string): T {
+export function parseJson<T>(buf: Buffer, schema: z.ZodType<T>, what: string): T {
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8'));
@@ -100,40 +132,35 @@ function parseJson<T>(buf: Buffer, schema: z.ZodType<T>, what: string): T {
   return r.data;
 }
 
-/** Streams the archive once, keeping blob sizes and the small JSON documents. */
+const TOP_DOCUMENTS = new Set(['oci-layout', 'index.json', 'manifest.json']);
+
+/** Streams the archive once, keeping file sizes, first bytes and the small JSON documents. */
 async function collect(archivePath: string, gzip: boolean, opts: ReadImageOptions): Promise<Collected> {
   const limits = resolveLimits(opts.limits);
-  const out: Collected = { layout: null, index: null, blobs: new Map() };
+  const out: Collected = { files: new Map(), links: new Map() };
   let jsonTotal = 0;
   const walk = walkArchive(archivePath, gzip, limits, (info, entry) => {
-    const isFile = info.type === 'File' || info.type === 'OldFile' || info.type === 'ContiguousFile';
-    const blob = /^blobs\/([^/]+)\/([^/]+)$/.exec(info.path);
-    const top = info.path === 'oci-layout' || info.path === 'index.json';
-    if (!isFile || (!blob && !top)) return void entry.resume();
-    if (top) {
-      if (info.size > MAX_JSON_BLOB_BYTES) throw invalid(`${info.path} is ${info.size} bytes, over the ${MAX_JSON_BLOB_BYTES}-byte cap for JSON documents`);
-      if ((info.path === 'index.json' ? out.index : out.layout) !== null) throw invalid(`image archive holds ${info.path} twice`);
-      const parts: Buffer[] = [];
-      entry.on('data', (c: Buffer) => parts.push(c));
-      entry.on('end', () => {
-        if (info.path === 'index.json') out.index = Buffer.concat(parts);
-        else out.layout = Buffer.concat(parts);
-      });
-      return;
+    if (info.type === 'SymbolicLink' || info.type === 'Link') {
+      if (entry.linkpath) out.links.set(info.path, { hard: info.type === 'Link', target: entry.linkpath });
+      return void entry.resume();
     }
-    const [, alg, hex] = blob!;
-    if (alg !== 'sha256' || !/^[a-f0-9]{64}$/.test(hex!)) return void entry.resume();
-    if (out.blobs.has(hex!)) throw invalid(`image archive holds blob sha256:${hex} twice`);
-    const seen: BlobSeen = { size: info.size, json: null };
-    out.blobs.set(hex!, seen);
-    if (info.size > MAX_JSON_BLOB_BYTES || info.size === 0 || jsonTotal + info.size > MAX_JSON_TOTAL_BYTES) return void entry.resume();
-    // Keep it only if it looks like a JSON object (layers start with gzip magic or a tar header).
+    const isFile = info.type === 'File' || info.type === 'OldFile' || info.type === 'ContiguousFile';
+    if (!isFile) return void entry.resume();
+    if (out.files.has(info.path)) throw invalid(info.path.startsWith('blobs/sha256/') ? `image archive holds blob sha256:${info.path.slice(13)} twice` : `image archive holds ${info.path} twice`);
+    const seen: FileSeen = { size: info.size, json: null, head: Buffer.alloc(0) };
+    out.files.set(info.path, seen);
+    const top = TOP_DOCUMENTS.has(info.path);
+    if (top && info.size > MAX_JSON_BLOB_BYTES) throw invalid(`${info.path} is ${info.size} bytes, over the ${MAX_JSON_BLOB_BYTES}-byte cap for JSON documents`);
+    // JSON documents live at the top (manifest.json, a Docker config) or among the blobs.
+    const mayBeJson = top || /^blobs\/sha256\/[a-f0-9]{64}$/.test(info.path) || /^[^/]+\.json$/.test(info.path);
+    const keepable = top || (mayBeJson && info.size > 0 && info.size <= MAX_JSON_BLOB_BYTES && jsonTotal + info.size <= MAX_JSON_TOTAL_BYTES);
     const parts: Buffer[] = [];
-    let looksJson: boolean | null = null;
+    let looksJson: boolean | null = top ? true : keepable ? null : false;
     entry.on('data', (c: Buffer) => {
+      if (seen.head.length < 4) seen.head = Buffer.concat([seen.head, c.subarray(0, 4 - seen.head.length)]);
       if (looksJson === null) {
-        const first = c.toString('latin1', 0, 64).trimStart();
-        looksJson = first.startsWith('{');
+        // Keep it only if it looks like a JSON object (layers start with gzip magic or a tar header).
+        looksJson = c.toString('latin1', 0, 64).trimStart().startsWith('{');
         if (looksJson) jsonTotal += info.size;
       }
       if (looksJson) parts.push(c);
@@ -153,7 +180,7 @@ class BlobReader {
   present(d: Descriptor, what: string): string {
     const hex = sha256Hex(d.digest);
     if (!hex) throw invalid(`${what} has an unsupported or malformed digest "${d.digest}" (only sha256 is supported)`, { digest: d.digest });
-    const seen = this.c.blobs.get(hex);
+    const seen = this.c.files.get(`blobs/sha256/${hex}`);
     if (!seen) throw invalid(`missing blob ${d.digest} (${what})`, { digest: d.digest });
     if (seen.size !== d.size) {
       throw invalid(`blob ${d.digest} (${what}) size mismatch: descriptor says ${d.size} bytes, archive holds ${seen.size}`, { digest: d.digest });
@@ -164,7 +191,7 @@ class BlobReader {
   /** A small JSON blob, verified against its descriptor's digest and size. */
   json<T>(d: Descriptor, schema: z.ZodType<T>, what: string): T {
     const hex = this.present(d, what);
-    const seen = this.c.blobs.get(hex)!;
+    const seen = this.c.files.get(`blobs/sha256/${hex}`)!;
     if (d.size > MAX_JSON_BLOB_BYTES) throw invalid(`${what} ${d.digest} is ${d.size} bytes, over the ${MAX_JSON_BLOB_BYTES}-byte cap for JSON documents`);
     if (!seen.json) throw invalid(`${what} ${d.digest} is not a JSON document`, { digest: d.digest });
     const actual = createHash('sha256').update(seen.json).digest('hex');
@@ -186,52 +213,44 @@ export function chooseManifest(list: Descriptor[], ref: string | undefined, plat
   );
 }
 
-export async function readImage(archivePath: string, opts: ReadImageOptions = {}): Promise<ImageInfo> {
-  const limits = resolveLimits(opts.limits);
-  await checkArchiveFile(archivePath, limits);
-  const gzip = await isGzipFile(archivePath);
-  const c = await collect(archivePath, gzip, opts);
-  const blobs = new BlobReader(c);
-  const platform = opts.platform ?? { os: 'linux', architecture: hostArchitecture() };
-
-  if (!c.layout) throw invalid('not an OCI image layout: oci-layout is missing');
-  const layout = parseJson(c.layout, Layout, 'oci-layout');
-  if (!/^1\.\d+\.\d+$/.test(layout.imageLayoutVersion)) throw invalid(`unsupported imageLayoutVersion "${layout.imageLayoutVersion}" (expected 1.x.y)`);
-  if (!c.index) throw invalid('not an OCI image layout: index.json is missing');
-  const index = parseJson(c.index, Index, 'index.json');
-
-  let desc = chooseManifest(index.manifests, opts.ref, platform);
-  if (!desc) throw invalid('index.json names no manifest');
-  let outerAnnotations = { ...(desc.annotations ?? {}) };
-  if (INDEX_MEDIA_TYPES.has(desc.mediaType)) {
-    // One level of nested index (e.g. a multi-platform image under one ref name).
-    const nested = blobs.json(desc, Index, 'nested image index');
-    const inner = chooseManifest(nested.manifests, opts.ref, platform);
-    if (!inner) throw invalid(`nested image index ${desc.digest} names no manifest`);
-    if (INDEX_MEDIA_TYPES.has(inner.mediaType)) throw invalid(`image index nested more than one level (${inner.digest})`);
-    outerAnnotations = { ...outerAnnotations, ...(inner.annotations ?? {}) };
-    if (!inner.platform && desc.platform) inner.platform = desc.platform;
-    desc = inner;
-  }
+/** The media-type checks of a manifest against the descriptor that named it. */
+function checkManifest(desc: Descriptor, manifest: Manifest): void {
   if (!MANIFEST_MEDIA_TYPES.has(desc.mediaType)) throw invalid(`unsupported manifest media type "${desc.mediaType}" (${desc.digest})`);
-  const manifest = blobs.json(desc, Manifest, 'manifest');
   if (manifest.mediaType !== undefined && manifest.mediaType !== desc.mediaType) {
     throw invalid(`manifest ${desc.digest} says media type "${manifest.mediaType}" but index says "${desc.mediaType}"`);
   }
   if (!CONFIG_MEDIA_TYPES.has(manifest.config.mediaType)) throw invalid(`unsupported config media type "${manifest.config.mediaType}" (${manifest.config.digest})`);
-  const config = blobs.json(manifest.config, Config, 'image config');
+}
 
+/**
+ * Builds an ImageInfo from verified documents: the manifest's descriptor (as the index named
+ * it, with its platform), the manifest, the image config, and the annotations of the index
+ * descriptors above it. Checks the media types (manifest, config, layers); the blobs' presence
+ * and digests are the caller's and extractLayers' business.
+ */
+export function imageInfoFrom(args: {
+  manifestDesc: Descriptor;
+  manifest: Manifest;
+  config: Config;
+  outerAnnotations: Record<string, string>;
+  blobs: BlobSource;
+  source: string;
+  format: ImageInfo['format'];
+}): ImageInfo {
+  const { manifestDesc: desc, manifest, config } = args;
+  checkManifest(desc, manifest);
   const layers: LayerDescriptor[] = manifest.layers.map((l, i) => {
-    const gz = LAYER_MEDIA_TYPES.get(l.mediaType);
-    if (gz === undefined) throw invalid(`unsupported layer media type "${l.mediaType}" (layer ${i}, ${l.digest})`, { digest: l.digest });
-    blobs.present(l, `layer ${i}`);
-    return { digest: l.digest, size: l.size, mediaType: l.mediaType, gzip: gz };
+    const compression = LAYER_MEDIA_TYPES.get(l.mediaType);
+    if (compression === undefined) throw invalid(`unsupported layer media type "${l.mediaType}" (layer ${i}, ${l.digest})`, { digest: l.digest });
+    if (!sha256Hex(l.digest)) throw invalid(`layer ${i} has an unsupported or malformed digest "${l.digest}" (only sha256 is supported)`, { digest: l.digest });
+    return { digest: l.digest, size: l.size, mediaType: l.mediaType, compression };
   });
-
-  const annotations = { ...outerAnnotations, ...(manifest.annotations ?? {}) };
+  const annotations = { ...args.outerAnnotations, ...(manifest.annotations ?? {}) };
   const cc = config.config ?? {};
   return {
-    archivePath,
+    source: args.source,
+    format: args.format,
+    blobs: args.blobs,
     manifestDigest: desc.digest,
     manifestMediaType: desc.mediaType,
     configDigest: manifest.config.digest,
@@ -252,6 +271,208 @@ export async function readImage(archivePath: string, opts: ReadImageOptions = {}
     },
     osVersion: desc.platform?.['os.version'] ?? config['os.version'] ?? null,
     layerId: annotations['io.smd.layer.id'] ?? null,
-    archiveGzip: gzip,
   };
+}
+
+export async function readImage(archivePath: string, opts: ReadImageOptions = {}): Promise<ImageInfo> {
+  return (await readImageDocuments(archivePath, opts)).info;
+}
+
+/** An image read from an archive with what a signature may name and the signatures inside it. */
+export interface ImageDocuments {
+  info: ImageInfo;
+  /** The manifest (and the nested index that chose it, if any), with their bytes. */
+  subjects: SignedSubject[];
+  /** Signatures of those found in the archive: OCI 1.1 referrers and cosign's `sha256-<hex>.sig`. */
+  signatures: SignatureCandidate[];
+}
+
+/** readImage, plus the documents signatures are checked against and the signatures in the archive. */
+export async function readImageDocuments(archivePath: string, opts: ReadImageOptions = {}): Promise<ImageDocuments> {
+  const limits = resolveLimits(opts.limits);
+  await checkArchiveFile(archivePath, limits);
+  const gzip = await isGzipFile(archivePath);
+  const c = await collect(archivePath, gzip, opts);
+  const isOci = c.files.has('index.json') || (c.files.has('oci-layout') && !c.files.has('manifest.json'));
+  if (!isOci && c.files.has('manifest.json')) return readDocker(c, archivePath, gzip, opts);
+  const r = readOci(c, archivePath, gzip, opts);
+  return { ...r, signatures: archiveSignatures(c, r.subjects, r.index) };
+}
+
+/** The JSON of a blob of the archive, if its content hashes to its name. */
+function verifiedBlob(c: Collected, digest: string): Buffer | null {
+  const hex = sha256Hex(digest);
+  const json = hex ? c.files.get(`blobs/sha256/${hex}`)?.json : null;
+  if (!json || createHash('sha256').update(json).digest('hex') !== hex) return null;
+  return json;
+}
+
+/**
+ * Signatures of the subjects inside an OCI layout: every manifest among the blobs whose `subject`
+ * is one of them (OCI 1.1 referrers, listed in index.json or not), and the manifests index.json
+ * names `sha256-<hex>.sig` (cosign's classic tag, as skopeo copies it into a layout).
+ */
+function archiveSignatures(c: Collected, subjects: readonly SignedSubject[], index: Index): SignatureCandidate[] {
+  const wanted = new Set(subjects.map((s) => s.digest));
+  const manifests: { digest: string; doc: unknown; source: string }[] = [];
+  const seen = new Set<string>();
+  for (const [path, f] of c.files) {
+    if (!f.json || !path.startsWith('blobs/sha256/') || f.json.length > MAX_JSON_BLOB_BYTES) continue;
+    let doc: unknown;
+    try {
+      doc = JSON.parse(f.json.toString('utf8'));
+    } catch {
+      continue;
+    }
+    const subject = subjectOf(doc);
+    const digest = `sha256:${path.slice('blobs/sha256/'.length)}`;
+    if (subject === null || !wanted.has(subject) || !verifiedBlob(c, digest)) continue;
+    seen.add(digest);
+    manifests.push({ digest, doc, source: `referrer ${digest} in the archive` });
+  }
+  for (const s of subjects) {
+    const tag = signatureTag(s.digest);
+    for (const d of index.manifests.filter((m) => m.annotations?.[REF_NAME] === tag && !seen.has(m.digest))) {
+      const bytes = verifiedBlob(c, d.digest);
+      if (!bytes) continue;
+      seen.add(d.digest);
+      try {
+        manifests.push({ digest: d.digest, doc: JSON.parse(bytes.toString('utf8')), source: `${tag} in the archive` });
+      } catch {
+        /* not a manifest: nothing to verify */
+      }
+    }
+  }
+  const out: SignatureCandidate[] = [];
+  for (const m of manifests) {
+    for (const b of signatureBlobs(m.doc)) {
+      const bytes = verifiedBlob(c, b.digest);
+      if (bytes && bytes.length === b.size) out.push(candidateOf(b, bytes, m.source));
+    }
+  }
+  return out;
+}
+
+function readOci(c: Collected, archivePath: string, gzip: boolean, opts: ReadImageOptions): { info: ImageInfo; subjects: SignedSubject[]; index: Index } {
+  const blobs = new BlobReader(c);
+  const platform = opts.platform ?? { os: 'linux', architecture: hostArchitecture() };
+  const layoutFile = c.files.get('oci-layout')?.json;
+  if (!layoutFile) throw invalid('not an OCI image layout (nor a Docker archive): oci-layout is missing');
+  const layout = parseJson(layoutFile, Layout, 'oci-layout');
+  if (!/^1\.\d+\.\d+$/.test(layout.imageLayoutVersion)) throw invalid(`unsupported imageLayoutVersion "${layout.imageLayoutVersion}" (expected 1.x.y)`);
+  const indexFile = c.files.get('index.json')?.json;
+  if (!indexFile) throw invalid('not an OCI image layout: index.json is missing');
+  const index = parseJson(indexFile, IndexSchema, 'index.json');
+
+  // Signatures and other artifacts listed beside the image are not images to choose.
+  const images = index.manifests.filter((d) => d.artifactType === undefined && !isSignatureTag(d.annotations?.[REF_NAME]));
+  let desc = chooseManifest(images.length > 0 ? images : index.manifests, opts.ref, platform);
+  if (!desc) throw invalid('index.json names no manifest');
+  let outerAnnotations = { ...(desc.annotations ?? {}) };
+  const subjects: SignedSubject[] = [];
+  if (INDEX_MEDIA_TYPES.has(desc.mediaType)) {
+    // One level of nested index (e.g. a multi-platform image under one ref name).
+    const nested = blobs.json(desc, IndexSchema, 'nested image index');
+    subjects.push({ digest: desc.digest, bytes: verifiedBlob(c, desc.digest)! });
+    const inner = chooseManifest(nested.manifests, opts.ref, platform);
+    if (!inner) throw invalid(`nested image index ${desc.digest} names no manifest`);
+    if (INDEX_MEDIA_TYPES.has(inner.mediaType)) throw invalid(`image index nested more than one level (${inner.digest})`);
+    outerAnnotations = { ...outerAnnotations, ...(inner.annotations ?? {}) };
+    if (!inner.platform && desc.platform) inner.platform = desc.platform;
+    desc = inner;
+  }
+  if (!MANIFEST_MEDIA_TYPES.has(desc.mediaType)) throw invalid(`unsupported manifest media type "${desc.mediaType}" (${desc.digest})`);
+  const manifest = blobs.json(desc, ManifestSchema, 'manifest');
+  checkManifest(desc, manifest);
+  const config = blobs.json(manifest.config, ConfigSchema, 'image config');
+  const info = imageInfoFrom({ manifestDesc: desc, manifest, config, outerAnnotations, blobs: { kind: 'archive', path: archivePath, gzip }, source: archivePath, format: 'oci' });
+  manifest.layers.forEach((l, i) => blobs.present(l, `layer ${i}`));
+  // The manifest first: it is what a signature must name (an index above it names it too).
+  subjects.unshift({ digest: desc.digest, bytes: verifiedBlob(c, desc.digest)! });
+  return { info, subjects, index };
+}
+
+/** The regular file an archive path names, following symlinks and hard links inside the archive. */
+function resolveFile(c: Collected, path: string, what: string): { path: string; seen: FileSeen } {
+  const n = normalizeEntryPath(path);
+  if (!n.ok) throw invalid(`${what} names an unsafe path "${path}" (${n.reason})`);
+  let p = n.path;
+  for (let hop = 0; hop <= MAX_LINK_HOPS; hop++) {
+    const seen = c.files.get(p);
+    if (seen) return { path: p, seen };
+    const link = c.links.get(p);
+    if (!link) throw invalid(`${what} ${path} is missing from the archive`, { entry: path });
+    const next = link.hard ? normalizeEntryPath(link.target) : checkSymlinkTarget(p, link.target);
+    if (!next.ok) throw invalid(`${what} ${path} is a link that leaves the archive (${link.target})`, { entry: path });
+    p = next.path;
+  }
+  throw invalid(`${what} ${path}: more than ${MAX_LINK_HOPS} links to follow`, { entry: path });
+}
+
+/** Strips the default registry and `localhost/` from a tag: `docker.io/library/x:1` → `x:1`. */
+function shortTag(tag: string): string {
+  return tag.replace(/^(docker\.io\/library\/|docker\.io\/|localhost\/)/, '');
+}
+
+/**
+ * A Docker archive. Its config's digest is the sha256 of the config file; its layers' digests
+ * are the config's `rootfs.diff_ids` (the sha256 of each uncompressed layer tar, which is what
+ * the archive stores), checked while extracting. There is no manifest blob, so one is
+ * synthesized, and its sha256 is the image's manifestDigest: the canonical OCI manifest
+ *   {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+ *    "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":D,"size":N},
+ *    "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":D,"size":N},...]}
+ * serialised by JSON.stringify in exactly this key order, without whitespace — so the same
+ * config and layers give the same digest on every device.
+ */
+function readDocker(c: Collected, archivePath: string, gzip: boolean, opts: ReadImageOptions): ImageDocuments {
+  const list = parseJson(c.files.get('manifest.json')!.json!, DockerManifestSchema, 'Docker archive manifest.json');
+  const ref = opts.ref;
+  const chosen =
+    (ref !== undefined && (list.find((m) => m.RepoTags?.includes(ref)) ?? list.find((m) => m.RepoTags?.some((t) => shortTag(t) === shortTag(ref))))) || list[0]!;
+
+  const cfg = resolveFile(c, chosen.Config, 'image config');
+  if (cfg.seen.size > MAX_JSON_BLOB_BYTES) throw invalid(`image config ${chosen.Config} is ${cfg.seen.size} bytes, over the ${MAX_JSON_BLOB_BYTES}-byte cap for JSON documents`);
+  if (!cfg.seen.json) throw invalid(`image config ${chosen.Config} is not a JSON document`, { entry: chosen.Config });
+  const configDigest = `sha256:${createHash('sha256').update(cfg.seen.json).digest('hex')}`;
+  const config = parseJson(cfg.seen.json, ConfigSchema, `image config ${chosen.Config}`);
+  const diffIds = config.rootfs?.diff_ids;
+  if (!diffIds) throw invalid(`image config ${chosen.Config} has no rootfs.diff_ids`);
+  if (diffIds.length !== chosen.Layers.length) {
+    throw invalid(`Docker archive manifest.json names ${chosen.Layers.length} layers but the config's rootfs.diff_ids has ${diffIds.length}`);
+  }
+
+  const entries = new Map<string, string>();
+  const layers = chosen.Layers.map((entry, i) => {
+    const digest = diffIds[i]!;
+    if (!sha256Hex(digest)) throw invalid(`layer ${i} has an unsupported or malformed diff_id "${digest}" (only sha256 is supported)`, { digest });
+    const f = resolveFile(c, entry, `layer ${i}`);
+    const h = f.seen.head;
+    const packed = h.length >= 2 && h[0] === GZIP_MAGIC[0] && h[1] === GZIP_MAGIC[1] ? 'gzip' : isZstdMagic(h) ? 'zstd' : null;
+    if (packed) {
+      throw invalid(`Docker archive layer ${i} (${entry}) is ${packed}-compressed: its diff_id names the uncompressed tar, and smd reads Docker archives with uncompressed layers only (as docker save writes them)`, { digest, entry });
+    }
+    const known = entries.get(digest);
+    if (known === undefined) entries.set(digest, f.path);
+    return { mediaType: MEDIA_TYPES.ociLayer, digest, size: f.seen.size };
+  });
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MEDIA_TYPES.ociManifest,
+    config: { mediaType: MEDIA_TYPES.ociConfig, digest: configDigest, size: cfg.seen.size },
+    layers,
+  };
+  const bytes = Buffer.from(JSON.stringify(manifest), 'utf8');
+  const manifestDesc: Descriptor = { mediaType: MEDIA_TYPES.ociManifest, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length };
+  const info = imageInfoFrom({
+    manifestDesc,
+    manifest,
+    config,
+    outerAnnotations: {},
+    blobs: { kind: 'archive', path: archivePath, gzip, entries },
+    source: archivePath,
+    format: 'docker',
+  });
+  // A Docker archive carries no signatures; one given beside it names the synthesized manifest.
+  return { info: { ...info, refName: chosen.RepoTags?.[0] ?? null }, subjects: [{ digest: manifestDesc.digest, bytes }], signatures: [] };
 }

@@ -1,16 +1,21 @@
 /**
- * Journal alerts: entries of smd's service units (`_SYSTEMD_UNIT=smd-*.service`) at or above
- * `journal.alertPriority` (numeric PRIORITY <= alertPriority; 3 = err) become alerts with source
- * 'journal'. A line a service prints as `<3>text` on stdout/stderr is such an entry (systemd's
- * SyslogLevelPrefix=yes is the default).
+ * Journal alerts: entries of smd's service units at or above `journal.alertPriority` (numeric
+ * PRIORITY <= alertPriority; 3 = err) become alerts with source 'journal'. A line a service
+ * prints as `<3>text` on stdout/stderr is such an entry (systemd's SyslogLevelPrefix=yes is the
+ * default). An entry is a service's when journald filed it under `_SYSTEMD_UNIT=smd-<id>.service`,
+ * or when it came over that service's stdout stream (`SYSLOG_IDENTIFIER=smd-<id>`,
+ * `_TRANSPORT=stdout`, and `_UID=` the service's uid from the services table; for an id without
+ * a row, attributed to no unit or to the manager's `init.scope`), which journald sometimes files
+ * under `init.scope`: see match.ts for why, and why another service cannot forge it.
  *
  * How: one long-running `journalctl -f -o json -p 0..<alertPriority> --after-cursor=<cursor>`
- * child, filtered here by unit name. Chosen over periodic polling because
+ * child, filtered here by unit name or stream identifier. Chosen over periodic polling because
  *  - latency is that of journald itself, and an idle device costs nothing (no process spawned
  *    every few seconds, no re-seek of the journal files);
  *  - the priority filter runs inside journalctl, so only error entries cross the pipe;
  *  - the unit filter is applied here rather than with `-u 'smd-*'`, because journalctl expands a
- *    unit glob once at start and would miss services installed later.
+ *    unit glob once at start and would miss services installed later (and `-u` would miss the
+ *    entries journald attributed to init.scope).
  * The child is restarted with backoff (100 ms doubling to 30 s) if it dies, from the last
  * committed cursor.
  *
@@ -26,12 +31,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { AlertStore, NewAlert } from '../alerts/store.js';
 import type { Db } from '../db/database.js';
-import { config as configTable } from '../db/schema.js';
+import { config as configTable, services as servicesTable } from '../db/schema.js';
 import { run } from '../exec/run.js';
 import type { Logger } from '../log.js';
+import { serviceOfEntry } from './match.js';
 
 export interface JournalAlertEntry {
   unit: string;
@@ -46,9 +52,15 @@ export interface JournalAlertEntry {
 
 /**
  * Parses one `journalctl -o json` line. Returns `{cursor}` alone for an entry that is not an
- * alert (another unit, or a lower priority) so that the cursor can still move past it.
+ * alert (another unit, or a lower priority) so that the cursor can still move past it. `uidOf`
+ * gives an installed service's uid (its stream entries must carry it; see match.ts).
  */
-export function parseJournalLine(line: string, alertPriority: number, unitPrefix = 'smd-'): { cursor: string; entry: JournalAlertEntry | null } | null {
+export function parseJournalLine(
+  line: string,
+  alertPriority: number,
+  unitPrefix = 'smd-',
+  uidOf?: (serviceId: string) => number | null | undefined,
+): { cursor: string; entry: JournalAlertEntry | null } | null {
   if (!line.startsWith('{')) return null;
   let e: Record<string, unknown>;
   try {
@@ -58,16 +70,17 @@ export function parseJournalLine(line: string, alertPriority: number, unitPrefix
   }
   const cursor = typeof e.__CURSOR === 'string' ? e.__CURSOR : null;
   if (!cursor) return null;
-  const unit = typeof e._SYSTEMD_UNIT === 'string' ? e._SYSTEMD_UNIT : null;
   const priority = Number(e.PRIORITY ?? 6);
-  const serviceId = unit && unit.startsWith(unitPrefix) && unit.endsWith('.service') ? unit.slice(unitPrefix.length, -'.service'.length) : '';
-  if (!serviceId || !Number.isFinite(priority) || priority > alertPriority) return { cursor, entry: null };
+  if (!Number.isFinite(priority) || priority > alertPriority) return { cursor, entry: null };
+  const service = serviceOfEntry(e, unitPrefix, uidOf);
+  if (!service) return { cursor, entry: null };
+  const { unit, serviceId } = service;
   const raw = e.MESSAGE;
   const message = Array.isArray(raw) ? Buffer.from(raw as number[]).toString('utf8') : typeof raw === 'string' ? raw : '';
   const pid = Number(e._PID);
   return {
     cursor,
-    entry: { unit: unit!, serviceId, priority, message, cursor, time: Math.floor(Number(e.__REALTIME_TIMESTAMP ?? 0) / 1000), pid: Number.isFinite(pid) && pid > 0 ? pid : null },
+    entry: { unit, serviceId, priority, message, cursor, time: Math.floor(Number(e.__REALTIME_TIMESTAMP ?? 0) / 1000), pid: Number.isFinite(pid) && pid > 0 ? pid : null },
   };
 }
 
@@ -216,8 +229,13 @@ export class JournalAlerts {
     this.pending = [];
     let cursor: string | null = null;
     const items: NewAlert[] = [];
+    const uids = new Map<string, number | null>();
+    const uidOf = (id: string): number | null => {
+      if (!uids.has(id)) uids.set(id, this.opts.db.select({ uid: servicesTable.uid }).from(servicesTable).where(eq(servicesTable.id, id)).get()?.uid ?? null);
+      return uids.get(id)!;
+    };
     for (const line of lines) {
-      const parsed = parseJournalLine(line, this.alertPriority, this.opts.unitPrefix);
+      const parsed = parseJournalLine(line, this.alertPriority, this.opts.unitPrefix, uidOf);
       if (!parsed) continue;
       cursor = parsed.cursor;
       const e = parsed.entry;

@@ -1,11 +1,12 @@
 import { readdir, rm } from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { eq, inArray } from 'drizzle-orm';
+import { desc, eq, inArray } from 'drizzle-orm';
 import type { Db } from '../db/database.js';
-import { config, layers, services } from '../db/schema.js';
+import { config, desiredState, layers, operations, services } from '../db/schema.js';
 import { SmError, notFound } from '../errors.js';
 import type { ImageInfo, ImageLimits } from '../images/index.js';
+import { KeyedLock } from '../lock.js';
 import type { Logger } from '../log.js';
 
 /** The Layer object clients see (SPEC section 7). */
@@ -32,7 +33,7 @@ const HEX = /^[a-f0-9]{64}$/;
  */
 export class LayerStore {
   readonly root: string;
-  private lock: Promise<unknown> = Promise.resolve();
+  private readonly lock = new KeyedLock();
 
   constructor(
     private readonly db: Db,
@@ -51,9 +52,7 @@ export class LayerStore {
 
   /** Runs `fn` with the store to itself (installs, removals and prunes one at a time). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
-    this.lock = run.catch(() => {});
-    return run;
+    return this.lock.run('store', fn);
   }
 
   /** Start-up: drop staging leftovers and directories without a row; forget rows without a directory. */
@@ -84,7 +83,7 @@ export class LayerStore {
   async ensureLayers(image: ImageInfo, meta: { layerId?: string | null; osVersion?: string | null }, onProgress?: (fraction: number) => void): Promise<{ extracted: string[]; reused: string[] }> {
     const wanted = new Set(image.layers.map((l) => l.digest));
     const { extractLayers } = await loadImages();
-    const result = await extractLayers(image.archivePath, image, {
+    const result = await extractLayers(image, {
       wanted,
       destFor: (d) => this.dirFor(d),
       limits: this.limits,
@@ -103,10 +102,20 @@ export class LayerStore {
     return { extracted: result.extracted.map((e) => e.digest), reused: result.present };
   }
 
-  /** `layers.install`: a layer package, checked against the system version. */
-  async installPackage(archivePath: string, onProgress?: (fraction: number) => void): Promise<{ digests: string[]; extracted: string[]; reused: string[] }> {
-    const { readImage } = await loadImages();
-    const image = await readImage(archivePath, { limits: this.limits });
+  /** Whether a layer is stored (recorded; its directory exists once recorded). */
+  has(digest: string): boolean {
+    return this.db.select({ digest: layers.digest }).from(layers).where(eq(layers.digest, digest)).get() !== undefined;
+  }
+
+  /** `layers.install`: a layer package (fetched by ImageSources), checked against the system version. */
+  async installPackage(image: ImageInfo, onProgress?: (fraction: number) => void): Promise<{ digests: string[]; extracted: string[]; reused: string[] }> {
+    this.checkCompatible(image);
+    const done = await this.exclusive(() => this.ensureLayers(image, { layerId: image.layerId, osVersion: image.osVersion }, onProgress));
+    return { digests: image.layers.map((l) => l.digest), ...done };
+  }
+
+  /** INCOMPATIBLE when a layer package is for another OS version than config.version. */
+  checkCompatible(image: Pick<ImageInfo, 'osVersion'>): void {
     const systemVersion = this.db.select({ version: config.version }).from(config).get()?.version ?? null;
     if (image.osVersion !== null && image.osVersion !== String(systemVersion)) {
       throw new SmError('INCOMPATIBLE', `layer package is for OS version ${image.osVersion}, this system is ${systemVersion ?? 'unset (see system.setVersion)'}`, {
@@ -114,8 +123,6 @@ export class LayerStore {
         systemVersion,
       });
     }
-    const done = await this.exclusive(() => this.ensureLayers(image, { layerId: image.layerId, osVersion: image.osVersion }, onProgress));
-    return { digests: image.layers.map((l) => l.digest), ...done };
   }
 
   list(): Layer[] {
@@ -166,16 +173,35 @@ export class LayerStore {
     this.logger.info('layers removed', { digests });
   }
 
-  /** digest → ids of the services whose layerList names it. */
+  /**
+   * digest → ids of the services whose layerList names it, and of the services whose update is
+   * in flight and not yet committed: a crash may still roll those back to their previous layers,
+   * so a prune by another operation meanwhile must keep them.
+   */
   private usage(): Map<string, string[]> {
     const users = new Map<string, string[]>();
+    const use = (d: string, id: string) => {
+      const list = users.get(d) ?? [];
+      if (!list.includes(id)) list.push(id);
+      users.set(d, list);
+    };
     for (const s of this.db.select({ id: services.id, layerList: services.layerList }).from(services).all()) {
-      for (const d of parseLayerList(s.layerList)) {
-        const list = users.get(d) ?? [];
-        list.push(s.id);
-        users.set(d, list);
+      for (const d of parseLayerList(s.layerList)) use(d, s.id);
+    }
+    const running = this.db.select({ inputs: operations.inputs }).from(operations).where(inArray(operations.state, ['pending', 'running'])).all();
+    type Previous = { id: string; layerList: string | null };
+    for (const { inputs } of running) {
+      const v = JSON.parse(inputs) as { mode?: string; committed?: boolean; previous?: Previous; group?: { committed?: boolean; changes?: Record<string, { mode?: string; previous?: Previous }> } };
+      if (v.mode === 'update' && !v.committed && v.previous) for (const d of parseLayerList(v.previous.layerList)) use(d, v.previous.id);
+      // A group of changes (the desired state's apply) keeps every previous version until it committed.
+      if (v.group && !v.group.committed) {
+        for (const c of Object.values(v.group.changes ?? {})) if (c.mode === 'update' && c.previous) for (const d of parseLayerList(c.previous.layerList)) use(d, c.previous.id);
       }
     }
+    // The layers of the desired state: of the last apply that succeeded, and of one running now.
+    const applies = this.db.select({ state: desiredState.state, layerDigests: desiredState.layerDigests }).from(desiredState).where(inArray(desiredState.state, ['running', 'succeeded'])).orderBy(desc(desiredState.createdAt)).all();
+    const lastSucceeded = applies.find((a) => a.state === 'succeeded');
+    for (const a of applies) if (a.state === 'running' || a === lastSucceeded) for (const d of parseLayerList(a.layerDigests)) use(d, DESIRED_STATE_USER);
     return users;
   }
 
@@ -189,6 +215,9 @@ export class LayerStore {
  * about 40 ms sooner.
  */
 export const loadImages = () => import('../images/index.js');
+
+/** How `usedBy` names the desired state (SPEC 12) when its `layers` keep a layer. */
+export const DESIRED_STATE_USER = '(desired state)';
 
 export const layerInUse = (digest: string, usedBy: string[]) =>
   new SmError('CONFLICT', `layer ${digest} is used by ${usedBy.join(', ')}; pass force to remove it anyway`, { usedBy });

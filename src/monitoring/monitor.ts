@@ -32,6 +32,8 @@ export interface ServiceUsage {
   /** bytes; systemd's MemoryCurrent, else from the cgroup (see cgroup.ts); null if unknown */
   memory: number | null;
   tasks: number | null;
+  /** Automatic restarts counted by systemd (NRestarts); null if unknown. */
+  restarts: number | null;
   /** percent of one CPU over the last sample interval (200 = two CPUs busy); null if unknown */
   cpu: number | null;
   /** cumulative CPU time, ns; null if unknown */
@@ -86,6 +88,11 @@ export interface MonitorOptions {
   trafficTotals?: () => ReadonlyMap<string, { upload: number | null; download: number | null }>;
   cgroup?: CgroupPaths;
   procRoot?: string;
+  /**
+   * Run after each sample with the new snapshot (e.g. the metrics textfile); awaited, so the next
+   * sample and sampleNow() wait for it. What it throws is logged, never fails the sample.
+   */
+  afterSample?: (snapshot: MonitoringSnapshot) => void | Promise<void>;
 }
 
 const CGROUP_BATCH = 32;
@@ -237,6 +244,7 @@ export class Monitor {
         activeState: view?.activeState ?? null,
         memory: active ? (view?.memoryCurrent ?? cg?.memoryBytes ?? null) : view ? 0 : null,
         tasks: active ? (view?.tasksCurrent ?? cg?.tasks ?? null) : view ? 0 : null,
+        restarts: view?.restarts ?? null,
         cpu: active ? cpu : view ? 0 : null,
         cpuUsageNs,
         storage: { folder, usedBytes: storage?.usedBytes ?? null, limitBytes: row.storageLimit, exact: storage?.exact ?? true, source: storage?.source ?? 'none' },
@@ -255,6 +263,13 @@ export class Monitor {
     const device = await this.device();
     this.snapshot = { sampledAt: now, intervalMs: this.intervalMs, cost: { systemdMs, totalMs: round(performance.now() - t0), units: unitNames.length }, systemdError, device, services: out };
     if (alerts.length > 0 && this.opts.alerts) this.opts.alerts.add(alerts);
+    if (this.opts.afterSample) {
+      try {
+        await this.opts.afterSample(this.snapshot);
+      } catch (err) {
+        this.log.error('after-sample hook failed', { error: err });
+      }
+    }
   }
 
   private evaluate(serviceId: string, rules: AlertRule[], u: ServiceUsage, now: number): NewAlert[] {

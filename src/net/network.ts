@@ -6,6 +6,7 @@
  * All programs run through a Runner (run() by default), so tests confine them to a sandbox.
  */
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
 import { SmError, toSmError } from '../errors.js';
@@ -30,7 +31,6 @@ export interface ServiceNetwork {
 export interface NetworkBinaries {
   ip: string;
   iptables: string;
-  sysctl: string;
 }
 
 export interface NetworkManagerOptions {
@@ -61,6 +61,7 @@ export class NetworkManager {
   private readonly logger: Logger;
   private readonly runner: Runner;
   private readonly bin: NetworkBinaries;
+  private readonly writeProcSys: (path: string, value: string) => Promise<void>;
   private readonly subnet: Cidr;
   private readonly gateway: string;
   private natError: string | null = null;
@@ -72,7 +73,11 @@ export class NetworkManager {
     this.config = opts.config;
     this.logger = opts.logger;
     this.runner = opts.runner ?? defaultRunner;
-    this.bin = { ip: 'ip', iptables: 'iptables', sysctl: 'sysctl', ...opts.binaries };
+    this.bin = { ip: 'ip', iptables: 'iptables', ...opts.binaries };
+    // Not sysctl(8): a minimal Debian does not have it, and the file is all it writes. net.* files
+    // are per network namespace: a given runner (a sandbox's) writes them where it runs.
+    const runner = opts.runner;
+    this.writeProcSys = runner ? async (path, value) => void (await runner('tee', [path], { input: value, timeoutMs: TIMEOUT })) : (path, value) => writeFile(path, value);
     this.subnet = parseCidr(opts.config.subnet);
     if (hostCount(this.subnet) < 2) throw new SmError('INTERNAL', `traffic.subnet ${opts.config.subnet} is too small`);
     this.gateway = hostAt(this.subnet, 0);
@@ -190,7 +195,7 @@ export class NetworkManager {
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+    this.queue = next.catch(() => undefined); // the tail only orders the work: the caller gets the error from `next`
     return next;
   }
 
@@ -220,7 +225,9 @@ export class NetworkManager {
       { table: 'filter', chain: 'FORWARD', spec: ['-o', br, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'] },
     ];
     try {
-      await this.runner(this.bin.sysctl, ['-q', '-w', 'net.ipv4.ip_forward=1'], { timeoutMs: TIMEOUT });
+      await this.writeProcSys('/proc/sys/net/ipv4/ip_forward', '1\n').catch((err: unknown) => {
+        throw new SmError('UNAVAILABLE', `cannot enable IPv4 forwarding: ${(err as Error).message}`, { path: '/proc/sys/net/ipv4/ip_forward' }, { cause: err });
+      });
       for (const r of rules) {
         const base = ['-w', '-t', r.table];
         const present = await this.runner(this.bin.iptables, [...base, '-C', r.chain, ...r.spec], { timeoutMs: TIMEOUT }).then(
@@ -259,7 +266,10 @@ export class NetworkManager {
       // Half-made or broken pair: remove what is left and make it again.
       if (hasHost) await this.deleteLink(hostVeth);
       if (hostLinks.some((l) => l.ifname === peer)) await this.deleteLink(peer);
-      if (nsHasIf) await this.ip(['-n', ns, 'link', 'del', NS_IFNAME]).catch(() => undefined);
+      if (nsHasIf) {
+        // Not fatal here: if it stays, renaming the new peer below fails and says so.
+        await this.ip(['-n', ns, 'link', 'del', NS_IFNAME]).catch((err: unknown) => this.logger.warn('stale interface in the service namespace not removed', { serviceId, ns, err }));
+      }
       await this.ip(['link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', peer, 'netns', ns]);
       nsLinks = await this.listLinks(ns);
       hostLinks = [];

@@ -4,6 +4,7 @@ import type { Db } from '../db/database.js';
 import { operations, operationSteps } from '../db/schema.js';
 import type { EventBus } from '../events/bus.js';
 import { notFound, toSmError } from '../errors.js';
+import { KeyedLock } from '../lock.js';
 import type { Logger } from '../log.js';
 
 export type OperationState = 'pending' | 'running' | 'succeeded' | 'failed';
@@ -20,8 +21,15 @@ export interface Operation {
   /** What was asked, plus what the action recorded to be undone or finished after a crash. */
   inputs: Record<string, unknown>;
   result: unknown;
+  /** Bytes of a running download (not stored: a restarted fetch resumes from what is on disk). */
+  transfer?: Transfer;
   createdAt: number;
   updatedAt: number;
+}
+
+export interface Transfer {
+  bytesDone: number;
+  bytesTotal: number;
 }
 
 export interface OperationStep {
@@ -37,8 +45,11 @@ export interface OperationHandle {
   readonly id: string;
   /** Ends the current step (succeeded) and begins the next. */
   step(name: string, message?: string): void;
-  /** Overall progress 0..100; persisted and published when the whole percent changes. */
-  progress(percent: number): void;
+  /**
+   * Overall progress 0..100; persisted and published when the whole percent changes. A download
+   * also passes its bytes, published at most every TRANSFER_PUBLISH_MS.
+   */
+  progress(percent: number, transfer?: Transfer): void;
   /** Durably adds to the operation's inputs what start-up recovery needs (e.g. the previous version). */
   record(extra: Record<string, unknown>): void;
   /** Names the target once known (e.g. the service id read from the image). */
@@ -61,8 +72,9 @@ type Row = typeof operations.$inferSelect;
  * `operation` event, so a client (or a restart) always knows what was asked and how it ended.
  */
 export class Operations {
-  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly locks = new KeyedLock();
   private readonly active = new Set<Promise<unknown>>();
+  private readonly transfers = new Map<string, Transfer>();
 
   constructor(
     private readonly db: Db,
@@ -70,7 +82,8 @@ export class Operations {
     private readonly logger: Logger,
     /**
      * Fault injection for crash-consistency tests: `kind:step` (e.g. `services.install:start`)
-     * makes smd kill itself with SIGKILL as that step begins. Set from SMD_CRASH_AT.
+     * makes smd kill itself with SIGKILL as that step begins; `kind:step:SIGSTOP` freezes it
+     * there instead (the device tests cut the power while it is frozen). Set from SMD_CRASH_AT.
      */
     private readonly crashAt: string | null = null,
   ) {}
@@ -96,29 +109,19 @@ export class Operations {
   start<T>(opts: StartOptions<T>): Operation {
     const now = Date.now();
     const id = randomUUID();
-    const previous = opts.lockKey ? this.locks.get(opts.lockKey) : undefined;
+    const queued = opts.lockKey !== undefined && this.locks.busy(opts.lockKey);
     this.db
       .insert(operations)
-      .values({ id, kind: opts.kind, target: opts.target ?? null, state: previous ? 'pending' : 'running', progress: 0, inputs: JSON.stringify(opts.inputs ?? {}), createdAt: now, updatedAt: now })
+      .values({ id, kind: opts.kind, target: opts.target ?? null, state: queued ? 'pending' : 'running', progress: 0, inputs: JSON.stringify(opts.inputs ?? {}), createdAt: now, updatedAt: now })
       .run();
     const created = this.getRow(id);
     this.publish(created);
 
     const runIt = async () => {
-      if (previous) {
-        await previous.catch(() => {});
-        this.update(id, { state: 'running' });
-      }
+      if (queued) this.update(id, { state: 'running' });
       await this.execute(id, opts.work);
     };
-    const done = runIt();
-    if (opts.lockKey) {
-      const key = opts.lockKey;
-      this.locks.set(key, done);
-      void done.finally(() => {
-        if (this.locks.get(key) === done) this.locks.delete(key);
-      });
-    }
+    const done = opts.lockKey !== undefined ? this.locks.run(opts.lockKey, runIt) : runIt();
     this.active.add(done);
     void done.finally(() => this.active.delete(done));
     return this.toOperation(created);
@@ -185,6 +188,7 @@ export class Operations {
 
   private async execute<T>(id: string, work: (op: OperationHandle) => Promise<T>): Promise<void> {
     let lastPercent = 0;
+    let lastTransferPublish = 0;
     let currentStep: number | null = null;
     const endStep = (state: 'succeeded' | 'failed', message?: string) => {
       if (currentStep === null) return;
@@ -198,7 +202,10 @@ export class Operations {
     const handle: OperationHandle = {
       id,
       step: (name, message) => {
-        if (this.crashAt !== null && this.crashAt === `${this.getRow(id).kind}:${name}`) process.kill(process.pid, 'SIGKILL');
+        if (this.crashAt !== null) {
+          const [kind, step, signal = 'SIGKILL'] = this.crashAt.split(':');
+          if (`${kind}:${step}` === `${this.getRow(id).kind}:${name}`) process.kill(process.pid, signal as NodeJS.Signals);
+        }
         this.db.transaction(() => {
           endStep('succeeded');
           currentStep = Number(
@@ -219,15 +226,24 @@ export class Operations {
         this.db.update(operations).set({ target, updatedAt: Date.now() }).where(eq(operations.id, id)).run();
         this.publish(this.getRow(id));
       },
-      progress: (percent) => {
+      progress: (percent, transfer) => {
         const p = Math.max(0, Math.min(100, Math.floor(percent)));
-        if (p === lastPercent) return;
+        let due = p !== lastPercent;
+        if (transfer) {
+          this.transfers.set(id, { bytesDone: transfer.bytesDone, bytesTotal: transfer.bytesTotal });
+          const now = Date.now();
+          if (now - lastTransferPublish >= TRANSFER_PUBLISH_MS || transfer.bytesDone === transfer.bytesTotal) {
+            lastTransferPublish = now;
+            due = true;
+          }
+        }
+        if (!due) return;
         lastPercent = p;
         this.update(id, { progress: p });
       },
     };
     try {
-      const result = await work(handle);
+      const result = await work(handle).finally(() => this.transfers.delete(id));
       this.db.transaction(() => {
         endStep('succeeded');
         this.update(id, { state: 'succeeded', progress: 100, result: JSON.stringify(result ?? null) });
@@ -259,7 +275,7 @@ export class Operations {
 
   private publish(row: Row): void {
     const op = this.toOperation(row);
-    this.bus.publish('operation', { id: op.id, kind: op.kind, target: op.target, state: op.state, progress: op.progress, step: op.step, error: op.error });
+    this.bus.publish('operation', { id: op.id, kind: op.kind, target: op.target, state: op.state, progress: op.progress, step: op.step, error: op.error, ...(op.transfer ? { transfer: op.transfer } : {}) });
   }
 
   private toOperation(row: Row): Operation {
@@ -273,11 +289,15 @@ export class Operations {
       error: row.error ? (JSON.parse(row.error) as Operation['error']) : null,
       inputs: JSON.parse(row.inputs) as Record<string, unknown>,
       result: row.result ? JSON.parse(row.result) : null,
+      ...(this.transfers.has(row.id) ? { transfer: this.transfers.get(row.id)! } : {}),
       createdAt: row.createdAt,
       updatedAt: row.updatedAt,
     };
   }
 }
+
+/** How often a download's bytes are published at most (progress bars need no more). */
+const TRANSFER_PUBLISH_MS = 250;
 
 export function isFinished(state: OperationState): boolean {
   return state === 'succeeded' || state === 'failed';

@@ -1,11 +1,32 @@
 import type { z } from 'zod';
 import { SmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { RPC, RpcProtocolError, errorResponse, isValidId, toErrorObject, type JsonRpcId, type JsonRpcResponse } from './protocol.js';
+import { RPC, RpcProtocolError, errorResponse, isValidId, toErrorObject, type JsonRpcErrorObject, type JsonRpcId, type JsonRpcResponse } from './protocol.js';
 import type { CallContext, MethodRegistry } from './registry.js';
 
 export interface DispatcherOptions {
   maxBatch: number;
+  /**
+   * Told about every request once answered (metrics): the method if registered (else null), the
+   * outcome (`ok` or the error's code) and the seconds from parsed request to reply.
+   */
+  observe?: (method: string | null, outcome: string, seconds: number) => void;
+}
+
+const PROTOCOL_CODES: Record<number, string> = {
+  [RPC.PARSE_ERROR]: 'PARSE_ERROR',
+  [RPC.INVALID_REQUEST]: 'INVALID_REQUEST',
+  [RPC.METHOD_NOT_FOUND]: 'METHOD_NOT_FOUND',
+  [RPC.INVALID_PARAMS]: 'INVALID_PARAMS',
+  [RPC.INTERNAL_ERROR]: 'INTERNAL_ERROR',
+};
+
+/** The outcome label of a reply: `ok`, an SmError code, or a JSON-RPC protocol error's name. */
+function outcomeOf(error: JsonRpcErrorObject | null): string {
+  if (!error) return 'ok';
+  const code = (error.data as { code?: unknown } | undefined)?.code;
+  if (error.code === RPC.APPLICATION_ERROR && typeof code === 'string') return code;
+  return PROTOCOL_CODES[error.code] ?? String(error.code);
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
@@ -27,6 +48,7 @@ export class Dispatcher {
       message = JSON.parse(strictUtf8.decode(raw));
     } catch (err) {
       const why = err instanceof TypeError ? 'invalid UTF-8' : (err as Error).message;
+      this.opts.observe?.(null, 'PARSE_ERROR', 0);
       return errorResponse(null, { code: RPC.PARSE_ERROR, message: `Parse error: ${why}` });
     }
     if (Array.isArray(message)) {
@@ -49,16 +71,25 @@ export class Dispatcher {
     const hasId = Object.hasOwn(req, 'id');
     const id: JsonRpcId = hasId && isValidId(req.id) ? req.id : null;
     if (req.jsonrpc !== '2.0' || typeof req.method !== 'string' || (hasId && !isValidId(req.id))) {
+      this.opts.observe?.(null, 'INVALID_REQUEST', 0);
       return errorResponse(id, { code: RPC.INVALID_REQUEST, message: 'Invalid Request: needs jsonrpc "2.0", a string method and a string, number or null id' });
     }
+    const t0 = this.opts.observe ? performance.now() : 0;
+    const observed = (error: JsonRpcErrorObject | null) => {
+      if (!this.opts.observe) return;
+      const method = this.registry.get(req.method as string) ? (req.method as string) : null;
+      this.opts.observe(method, outcomeOf(error), (performance.now() - t0) / 1000);
+    };
     try {
       const result = await this.call(req.method, req.params, ctx);
+      observed(null);
       return hasId ? { jsonrpc: '2.0', id, result: result === undefined ? null : result } : null;
     } catch (err) {
       const error = toErrorObject(err);
       if (error.code === RPC.APPLICATION_ERROR && (error.data as { code?: string } | undefined)?.code === 'INTERNAL') {
         this.logger.error('method failed', { method: req.method, err });
       }
+      observed(error);
       return hasId ? errorResponse(id, error) : null;
     }
   }

@@ -68,7 +68,9 @@ export class RpcServer {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     await closed;
-    await unlink(this.opts.path).catch(() => {});
+    await unlink(this.opts.path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') this.logger.warn('rpc socket file not removed', { path: this.opts.path, err });
+    });
   }
 
   private accept(socket: Socket): void {

@@ -1,6 +1,29 @@
 import { readFile } from 'node:fs/promises';
 import { SmError } from '../errors.js';
-import { run } from '../exec/run.js';
+import { run, type RunResult } from '../exec/run.js';
+
+/** How long a lock of the account files held by another process is waited for. */
+export const ACCOUNT_LOCK_WAIT_MS = 10_000;
+
+/** shadow's tools when another process holds /etc/passwd.lock, /etc/group.lock, ... or /etc/.pwd.lock. */
+const LOCKED = /lock .* already used by PID|cannot lock|unable to lock|try again later/i;
+
+/**
+ * Runs useradd/groupadd/userdel/groupdel, waiting (bounded, with backoff) while another process
+ * holds the account files' lock: e.g. a useradd of an smd killed meanwhile still runs.
+ */
+export async function runLocked(program: string, args: readonly string[], waitMs = ACCOUNT_LOCK_WAIT_MS): Promise<RunResult> {
+  const deadline = Date.now() + waitMs;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1_000)) {
+    try {
+      return await run(program, args, { timeoutMs: 30_000 });
+    } catch (err) {
+      const stderr = String((err as { details?: { stderr?: unknown } }).details?.stderr ?? '');
+      if (!LOCKED.test(stderr) || Date.now() + delay > deadline) throw err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
 
 /**
  * Each service runs as its own system account `smd-<uid>` (user and group with the same id from
@@ -27,11 +50,9 @@ export async function ensureAccount(uid: number, passwd?: string): Promise<strin
   try {
     await run('getent', ['group', name], { timeoutMs: 10_000 });
   } catch {
-    await run('groupadd', ['--system', '--gid', String(uid), name], { timeoutMs: 30_000 });
+    await runLocked('groupadd', ['--system', '--gid', String(uid), name]);
   }
-  await run('useradd', ['--system', '--uid', String(uid), '--gid', String(uid), '--no-create-home', '--home-dir', '/', '--shell', '/usr/sbin/nologin', '--comment', 'smd service', name], {
-    timeoutMs: 30_000,
-  }).catch((err: unknown) => {
+  await runLocked('useradd', ['--system', '--uid', String(uid), '--gid', String(uid), '--no-create-home', '--home-dir', '/', '--shell', '/usr/sbin/nologin', '--comment', 'smd service', name]).catch((err: unknown) => {
     throw new SmError('INTERNAL', `cannot create account ${name}: ${(err as Error).message}`, { uid }, { cause: err });
   });
   return name;
@@ -39,6 +60,6 @@ export async function ensureAccount(uid: number, passwd?: string): Promise<strin
 
 export async function removeAccount(uid: number): Promise<void> {
   const name = accountName(uid);
-  if (await accountExists(uid)) await run('userdel', [name], { timeoutMs: 30_000 });
-  await run('groupdel', [name], { timeoutMs: 30_000 }).catch(() => {});
+  if (await accountExists(uid)) await runLocked('userdel', [name]);
+  await runLocked('groupdel', [name]).catch(() => {});
 }

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { maybeWait, waitParam } from '../operations/methods.js';
 import type { Operations } from '../operations/operations.js';
+import { archiveDigest, imageSource, signatureParam } from '../layers/methods.js';
 import { defineMethod, noParams, type MethodSpec } from '../rpc/registry.js';
 import type { ServiceManager } from './manager.js';
 import { settingsSchema } from './settings.js';
@@ -14,7 +15,10 @@ export function serviceMethods(services: ServiceManager, ops: Operations): Metho
       name: 'services.install',
       summary: 'Install a service from an OCI image archive, or update it when the id is installed with a lower version',
       params: z.strictObject({
-        image: z.string().min(1).startsWith('/', 'expected an absolute path'),
+        image: imageSource,
+        digest: archiveDigest.optional(),
+        size: z.number().int().nonnegative().optional(),
+        signature: signatureParam.optional(),
         id: id.optional(),
         version: z.number().int().nonnegative().optional(),
         settings: settingsSchema.optional(),

@@ -1,9 +1,11 @@
 export interface CheckResult {
   ok: boolean;
   detail: string;
+  /** systemd: how often the bus connection was re-established since start. */
+  reconnects?: number;
 }
 
-export const HEALTH_CHECKS = ['db', 'systemd', 'traffic', 'journal'] as const;
+export const HEALTH_CHECKS = ['db', 'systemd', 'traffic', 'journal', 'programs', 'fleet'] as const;
 export type HealthCheckName = (typeof HEALTH_CHECKS)[number];
 
 /** Each subsystem contributes one check; `system.health` runs them all. */

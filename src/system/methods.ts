@@ -6,12 +6,15 @@ import { describeTable, listTables } from '../db/introspect.js';
 import { SmError } from '../errors.js';
 import type { EventBus } from '../events/bus.js';
 import { defineMethod, noParams, type MethodRegistry, type MethodSpec } from '../rpc/registry.js';
+import type { TrustSummary } from '../trust/policy.js';
 import type { Health } from './health.js';
 
 export interface SystemInfoSource {
   name: string;
   version: string;
   startedAt: number;
+  /** The image trust policy in force and its key ids (SPEC 13). */
+  trust?: () => TrustSummary;
 }
 
 export function systemMethods(database: OpenedDatabase, bus: EventBus, health: Health, info: SystemInfoSource, registry: MethodRegistry): MethodSpec<any, any>[] {
@@ -43,6 +46,7 @@ export function systemMethods(database: OpenedDatabase, bus: EventBus, health: H
         uptimeMs: Date.now() - info.startedAt,
         dbSchemaVersion: database.schemaVersion,
         ...(counts ??= infoQuery.get()!),
+        ...(info.trust ? { trust: info.trust() } : {}),
       }),
     }),
     defineMethod({

@@ -10,23 +10,13 @@ import { EventEmitter } from 'node:events';
 import dbus from 'dbus-next';
 import type { Message as DbusMessage, MessageBus } from 'dbus-next';
 import { SmError } from '../errors.js';
+import { UNAVAILABLE_ERRORS } from './errors.js';
 
 const { Message, MessageType } = dbus;
 
 export const BUS_NAME = 'org.freedesktop.DBus';
 export const BUS_PATH = '/org/freedesktop/DBus';
 
-/** D-Bus error names that mean "the other side is not there", not "it said no". */
-const UNAVAILABLE_ERRORS = new Set([
-  'org.freedesktop.DBus.Error.ServiceUnknown',
-  'org.freedesktop.DBus.Error.NameHasNoOwner',
-  'org.freedesktop.DBus.Error.NoReply',
-  'org.freedesktop.DBus.Error.Disconnected',
-  'org.freedesktop.DBus.Error.Timeout',
-  'org.freedesktop.DBus.Error.TimedOut',
-  'org.freedesktop.DBus.Error.NoServer',
-  'org.freedesktop.DBus.Error.LimitsExceeded',
-]);
 
 export interface CallSpec {
   destination: string;

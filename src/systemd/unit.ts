@@ -96,6 +96,9 @@ export const HARDENING: readonly string[] = [
   'UMask=0077',
 ];
 
+/** Every unit's stream identifier: its own name without the type suffix (systemd's `%N`). */
+export const SYSLOG_IDENTIFIER = 'SyslogIdentifier=%N';
+
 const unitError = (message: string, details?: Record<string, unknown>) => new SmError('INTERNAL', `unit: ${message}`, details);
 
 /** Characters escaped with a short C escape inside a quoted systemd word. */
@@ -189,6 +192,11 @@ function checkLine(line: string): string {
 export function renderUnit(spec: UnitSpec): string {
   const unit: string[] = ['[Unit]', `Description=${renderText(spec.description)}`];
   const service: string[] = ['[Service]', `Type=${spec.type ?? 'exec'}`, `ExecStart=${renderExecStart(spec.command)}`];
+  // The identifier of the unit's stdout/stderr stream is its name without `.service`
+  // (`smd-<id>`): systemd expands `%N` from the unit file's name (unitNameFor validated it), so no
+  // outside value is written here. Journal reads match on it because journald does not always
+  // file the stream under `_SYSTEMD_UNIT=` (see src/journal/match.ts).
+  service.push(SYSLOG_IDENTIFIER);
 
   if (spec.type === 'notify') service.push('NotifyAccess=main');
   for (const [k, v] of Object.entries(spec.env ?? {})) service.push(`Environment=${renderEnvironment(k, v)}`);
@@ -237,6 +245,7 @@ export function renderUnit(spec: UnitSpec): string {
   if (spec.stopTimeoutSec !== undefined) service.push(`TimeoutStopSec=${seconds(spec.stopTimeoutSec, 'stopTimeoutSec')}`);
   for (const line of spec.extraServiceLines ?? []) {
     if (!/^[A-Z][A-Za-z]+=/.test(line)) throw unitError(`extraServiceLines: not a directive ${JSON.stringify(line.slice(0, 80))}`);
+    if (line.startsWith('SyslogIdentifier=')) throw unitError('extraServiceLines: SyslogIdentifier= is fixed (journal reads rely on it)');
     service.push(line);
   }
 

@@ -4,7 +4,7 @@
  * passes its period limit has that direction dropped until the next period; `ulSpeed`/`dlSpeed`
  * shape with tc. Without iptables, health says why and every method keeps answering.
  */
-import type Database from 'better-sqlite3';
+import type { AlertStore } from '../alerts/store.js';
 import type { Db } from '../db/database.js';
 import { toSmError } from '../errors.js';
 import type { EventBus, EventMap } from '../events/bus.js';
@@ -12,6 +12,9 @@ import type { Logger } from '../log.js';
 import type { TrafficConfig } from '../net/network.js';
 import type { Runner } from '../net/runner.js';
 import { observe, rebase, startTotal, totalOf, type ChainTotal } from './counters.js';
+import { alertLimit, limitPayload } from './limit-alerts.js';
+import { resumeTotal, TrafficStore, type StoredRow } from './store.js';
+import type { ServiceTrafficOptions, TrafficRow } from './types.js';
 import { Iptables, type IptablesBinaries } from './iptables.js';
 import { countingBytes } from './parse.js';
 import { periodStart as periodStartOf, type Period } from './period.js';
@@ -19,35 +22,11 @@ import { forwardChainRules, planRules, serviceChainRules, systemChainRules, type
 import { Shaper } from './shaper.js';
 import { serviceChain, systemChain, type Direction } from './naming.js';
 
-export interface TrafficLimits {
-  /** Bytes per period; null or 0: no limit. */
-  ulLimit: number | null;
-  dlLimit: number | null;
-  /** Bytes per second; null or 0: not shaped. */
-  ulSpeed: number | null;
-  dlSpeed: number | null;
-}
-
-export interface ServiceTrafficOptions extends TrafficLimits {
-  /** Host side of the service's veth (download shaping); from NetworkManager.ensureServiceNetwork. */
-  hostVeth?: string;
-  /** The service's namespace name (upload shaping). */
-  netnsName?: string;
-}
-
-export interface TrafficRow {
-  chain: string;
-  serviceId: string | null;
-  direction: Direction;
-  bytes: number;
-  limit: number | null;
-  blocked: boolean;
-  periodStart: number;
-}
-
 export interface TrafficMonitorOptions {
   db: Db;
   bus: EventBus;
+  /** Where the limit alerts go (source `traffic`, kind `traffic.limit`). */
+  alerts: AlertStore;
   config: TrafficConfig;
   logger: Logger;
   now?: () => number;
@@ -61,6 +40,7 @@ interface ChainEntry {
   serviceId: string | null;
   direction: Direction;
   total: ChainTotal;
+  /** The DROP rule is in place (set only after the restore that put it there succeeded). */
   blocked: boolean;
 }
 
@@ -74,16 +54,12 @@ interface ServiceEntry {
   rules?: { key: string; chains: DesiredChain[] };
 }
 
-interface StoredRow {
-  chain: string;
-  value: bigint | null;
-  periodStart: bigint | null;
-  counter: string | null;
-}
+export type { ServiceTrafficOptions, TrafficLimits, TrafficRow } from './types.js';
 
 export class TrafficMonitor {
   private readonly db: Db;
   private readonly bus: EventBus;
+  private readonly alerts: AlertStore;
   private readonly config: TrafficConfig;
   private readonly logger: Logger;
   private readonly now: () => number;
@@ -99,30 +75,18 @@ export class TrafficMonitor {
   private queue: Promise<unknown> = Promise.resolve();
   /** System and dispatch chains: they change only with the configuration. */
   private fixedChains: DesiredChain[] | null = null;
-  private readonly stmts: { upsert: Database.Statement; deleteChain: Database.Statement; alert: Database.Statement; alerted: Database.Statement };
+  private readonly store: TrafficStore;
 
   constructor(opts: TrafficMonitorOptions) {
     this.db = opts.db;
     this.bus = opts.bus;
+    this.alerts = opts.alerts;
     this.config = opts.config;
     this.logger = opts.logger;
     this.now = opts.now ?? Date.now;
     this.iptables = new Iptables({ ...(opts.runner ? { runner: opts.runner } : {}), ...(opts.binaries ? { binaries: opts.binaries } : {}) });
     this.shaper = new Shaper({ ...(opts.runner ? { runner: opts.runner } : {}), ...(opts.binaries?.tc ? { tc: opts.binaries.tc } : {}) });
-    const sqlite = this.db.$client;
-    this.stmts = {
-      upsert: sqlite.prepare(
-        `INSERT INTO trafficmonitor (chain, time, value, serviceId, direction, periodStart, counter, createdAt, updatedAt)
-         VALUES (@chain, @time, @value, @serviceId, @direction, @periodStart, @counter, @time, @time)
-         ON CONFLICT(chain) DO UPDATE SET time = excluded.time, value = excluded.value, serviceId = excluded.serviceId,
-           direction = excluded.direction, periodStart = excluded.periodStart, counter = excluded.counter, updatedAt = excluded.updatedAt`,
-      ),
-      deleteChain: sqlite.prepare('DELETE FROM trafficmonitor WHERE chain = ?'),
-      alert: sqlite.prepare("INSERT INTO alerts (time, source, serviceId, kind, message, payload) VALUES (?, 'traffic', ?, 'traffic.limit', ?, ?)"),
-      alerted: sqlite.prepare(
-        "SELECT 1 FROM alerts WHERE source = 'traffic' AND kind = 'traffic.limit' AND serviceId = ? AND time >= ? AND json_extract(payload, '$.chain') = ? LIMIT 1",
-      ),
-    };
+    this.store = new TrafficStore(this.db);
   }
 
   private get period(): Period {
@@ -204,7 +168,7 @@ export class TrafficMonitor {
       for (const n of names) {
         this.chains.delete(n);
         this.stored.delete(n);
-        this.stmts.deleteChain.run(n);
+        this.store.deleteChain(n);
       }
       if (!this.config.enabled) return;
       try {
@@ -231,10 +195,9 @@ export class TrafficMonitor {
         this.chains.delete(e.in.chain);
         this.chains.delete(e.out.chain);
       }
-      const rows = this.db.$client.prepare('SELECT chain, serviceId FROM trafficmonitor WHERE serviceId IS NOT NULL').all() as { chain: string; serviceId: string }[];
-      for (const r of rows) {
+      for (const r of this.store.serviceChains()) {
         if (liveServiceIds.has(r.serviceId) && this.chains.has(r.chain)) continue;
-        this.stmts.deleteChain.run(r.chain);
+        this.store.deleteChain(r.chain);
         this.stored.delete(r.chain);
         removed.add(r.chain);
       }
@@ -277,25 +240,19 @@ export class TrafficMonitor {
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+    this.queue = next.catch(() => undefined); // the tail only orders the work: the caller gets the error from `next`
     return next;
   }
 
   private loadStored(): void {
-    const stmt = this.db.$client.prepare('SELECT chain, value, periodStart, counter FROM trafficmonitor').safeIntegers(true);
-    this.stored = new Map((stmt.all() as StoredRow[]).map((r) => [r.chain, r]));
+    this.stored = this.store.loadAll();
   }
 
   private register(chain: string, serviceId: string | null, direction: Direction): ChainEntry {
     const existing = this.chains.get(chain);
     if (existing) return existing;
-    const start = periodStartOf(this.now(), this.period);
-    const s = this.stored.get(chain);
-    const current = s && s.value !== null && s.periodStart !== null && Number(s.periodStart) === start;
-    const base = current ? s.value! : 0n;
-    // No row yet: the chain is smd's own and everything its counter holds is unpersisted traffic.
-    const counter = !s ? 0n : current && s.counter !== null && /^\d+$/.test(s.counter) ? BigInt(s.counter) : null;
-    const entry: ChainEntry = { chain, serviceId, direction, total: startTotal(base < 0n ? 0n : base, start, counter), blocked: false };
+    const total = resumeTotal(this.stored.get(chain), periodStartOf(this.now(), this.period));
+    const entry: ChainEntry = { chain, serviceId, direction, total, blocked: false };
     this.chains.set(chain, entry);
     return entry;
   }
@@ -319,16 +276,19 @@ export class TrafficMonitor {
     };
   }
 
-  private desired(): DesiredChain[] {
+  /** `blockedOf` gives the block wanted for a chain (default: the one in place). */
+  private desired(blockedOf: (c: ChainEntry) => boolean = (c) => c.blocked): DesiredChain[] {
     const local = this.config.localSubnets;
     this.fixedChains ??= [systemChainRules('in', local), systemChainRules('out', local), forwardChainRules('in', local), forwardChainRules('out', local)];
     const out: DesiredChain[] = [...this.fixedChains];
     for (const s of this.services.values()) {
-      const key = `${s.address} ${s.in.blocked} ${s.out.blocked}`;
+      const bin = blockedOf(s.in);
+      const bout = blockedOf(s.out);
+      const key = `${s.address} ${bin} ${bout}`;
       if (s.rules?.key !== key) {
         s.rules = {
           key,
-          chains: [serviceChainRules(s.in.chain, 'in', s.address, s.in.blocked), serviceChainRules(s.out.chain, 'out', s.address, s.out.blocked)],
+          chains: [serviceChainRules(s.in.chain, 'in', s.address, bin), serviceChainRules(s.out.chain, 'out', s.address, bout)],
         };
       }
       out.push(...s.rules.chains);
@@ -346,7 +306,8 @@ export class TrafficMonitor {
   /**
    * One sample: read all counters, advance the totals (period, resets), decide blocks, bring the
    * chains to what they should be (one restore, only if something differs), alert on crossings,
-   * publish, persist when due.
+   * publish, persist when due. A block (or unblock) counts only once its restore succeeded; a
+   * failed restore changes nothing and the next sample tries again.
    */
   private async tick(publish: boolean): Promise<void> {
     const now = this.now();
@@ -360,6 +321,7 @@ export class TrafficMonitor {
     }
     const counters = countingBytes(current);
     const crossed: ChainEntry[] = [];
+    const wanted = new Map<ChainEntry, boolean>();
     for (const c of this.chains.values()) {
       const counter = counters.get(c.chain);
       if (counter !== undefined) c.total = observe(c.total, counter, start);
@@ -367,20 +329,25 @@ export class TrafficMonitor {
       const limit = this.limitOf(c);
       const over = limit !== null && totalOf(c.total) >= BigInt(limit);
       if (over && !c.blocked) crossed.push(c);
-      c.blocked = over;
+      wanted.set(c, over);
     }
+    let applied = false;
     try {
-      const plan = planRules(current, this.desired());
+      const plan = planRules(current, this.desired((c) => wanted.get(c) ?? c.blocked));
       if (plan.script) {
         await this.iptables.restore(plan.script);
         for (const name of plan.rebuilt) this.rebaseChain(name);
       }
+      applied = true;
       if (!this.status.ok) this.logger.info('traffic accounting available');
       this.status = { ok: true, detail: `${this.chains.size} chains, sampled ${new Date(now).toISOString()}` };
     } catch (err) {
       this.degrade(err);
     }
-    for (const c of crossed) this.alert(c, now);
+    if (applied) {
+      for (const [c, w] of wanted) c.blocked = w;
+      for (const c of crossed) this.alert(c, now);
+    }
     if (publish) this.bus.publish('traffic', { samples: this.get() });
     if (now - this.lastPersist >= this.config.persistIntervalMs) this.persist();
   }
@@ -392,13 +359,8 @@ export class TrafficMonitor {
 
   private alert(c: ChainEntry, now: number): void {
     const row = this.row(c);
-    if (this.stmts.alerted.get(c.serviceId, c.total.periodStart, c.chain)) return; // already told this period (before a restart)
-    const what = c.direction === 'in' ? 'download' : 'upload';
-    const message = `service ${c.serviceId}: ${what} limit of ${row.limit} bytes per ${this.period} reached (${row.bytes} bytes); ${what} blocked until the next period`;
-    const payload = { chain: c.chain, direction: c.direction, bytes: row.bytes, limit: row.limit, periodStart: c.total.periodStart };
-    const id = Number(this.stmts.alert.run(now, c.serviceId, message, JSON.stringify(payload)).lastInsertRowid);
-    this.logger.warn('traffic limit reached', { serviceId: c.serviceId, ...payload });
-    this.bus.publish('alert', { id, serviceId: c.serviceId, kind: 'traffic.limit', message });
+    if (!alertLimit(this.alerts, row, this.period, now)) return; // already told this period (before a restart)
+    this.logger.warn('traffic limit reached', { serviceId: c.serviceId, ...limitPayload(row) });
     const event: EventMap['traffic'] & { kind: string } = { samples: [row], kind: 'limit' };
     this.bus.publish('traffic', event);
   }
@@ -414,9 +376,7 @@ export class TrafficMonitor {
       periodStart: c.total.periodStart,
       counter: c.total.last === null ? null : c.total.last.toString(),
     }));
-    this.db.$client.transaction(() => {
-      for (const r of rows) this.stmts.upsert.run(r);
-    })();
+    this.store.saveAll(rows);
     this.lastPersist = now;
   }
 

@@ -10,6 +10,7 @@ import { openDatabase } from '../../src/db/database.js';
 import { EventBus, type EventMap } from '../../src/events/bus.js';
 import { JournalAlerts, parseJournalLine } from '../../src/journal/alerts.js';
 import { silentLogger } from '../../src/log.js';
+import { SYSLOG_IDENTIFIER } from '../../src/systemd/unit.js';
 import { tempDir } from '../helpers/daemon.js';
 import { startSandbox, type Sandbox } from '../helpers/sandbox.js';
 
@@ -33,12 +34,28 @@ t.before(async () => {
   sb = await startSandbox(t);
 });
 
-/** Runs a oneshot unit that prints `lines` on stdout, and waits until systemd says it finished. */
+/**
+ * Runs a oneshot unit that prints `lines` on stdout, and waits until systemd says it finished.
+ * It names its stream as every smd unit does (`SyslogIdentifier=%N`): without it a line journald
+ * files under init.scope (see src/journal/match.ts) is nobody's, and the test failed in CI.
+ */
 async function logFromUnit(name: string, lines: string[]): Promise<void> {
   const script = lines.map((l) => `echo "${l}"`).join('; ');
-  await sb.exec('sh', ['-c', `cat > ${join(sb.unitDir, name)}`], { input: `[Service]\nType=oneshot\nExecStart=/bin/sh -c '${script}'\n` });
+  await sb.exec('sh', ['-c', `cat > ${join(sb.unitDir, name)}`], { input: `[Service]\nType=oneshot\n${SYSLOG_IDENTIFIER}\nExecStart=/bin/sh -c '${script}'\n` });
   await sb.run('systemctl', ['--user', 'daemon-reload']);
   await sb.run('systemctl', ['--user', 'start', name], { timeoutMs: 20_000 });
+}
+
+/**
+ * Writes `lines` over a stdout stream named `identifier` from a process in the sandbox manager's
+ * own cgroup (its init.scope): what journald records when a unit's child connected its stdout
+ * before it was moved into the unit's cgroup.
+ */
+async function streamFromManagerCgroup(identifier: string, lines: string[], uid = 65534) {
+  const cgroup = (await sb.run('cat', [`/proc/${sb.systemdPid}/cgroup`])).split('\n').find((l) => l.startsWith('0::'))!.slice(3);
+  const procs = ['/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd', '/sys/fs/cgroup'].map((b) => `${b}${cgroup}/cgroup.procs`).join(' ');
+  const script = `for f in ${procs}; do [ -e "$f" ] && echo $$ > "$f"; done; exec setpriv --reuid=${uid} --regid=${uid} --clear-groups systemd-cat -t "$0" sh -c 'for l in "$@"; do printf "%s\\n" "$l"; done' sh "$@"`;
+  return sb.exec('sh', ['-c', script, identifier, ...lines], { timeoutMs: 10_000 });
 }
 
 function waitAlert(bus: EventBus, pred: (a: EventMap['alert']) => boolean, timeoutMs: number, what: string): Promise<EventMap['alert']> {
@@ -92,6 +109,24 @@ t.test('an error line becomes one alert, exactly once across a restart', async (
   // journalctl delivers in journal order: a duplicate of the first would have come before.
   t.same(store.list({ source: 'journal' }).map((x) => x.message), ['first failure', 'second failure while down'], 'nothing twice, nothing missed');
   await b.stop();
+});
+
+t.test('an error line of a stream journald filed under init.scope is the service’s alert', async (t) => {
+  const { db, close } = openDatabase(join(tempDir(t), 'smd.db'));
+  t.teardown(close);
+  const bus = new EventBus();
+  const store = new AlertStore({ db, bus });
+  const j = new JournalAlerts({ db, alerts: store, logger: silentLogger, journalctl: ['nsenter', '-t', String(sb.pid), '-m', '-n', '--', 'journalctl'] });
+  await j.start();
+  t.teardown(() => j.stop());
+  // What a unit's child writes before it is in the unit's cgroup: a stdout stream named smd-<id>
+  // from a process in the manager's cgroup (init.scope). Reproduced here by moving the writer there.
+  const seen = waitAlert(bus, (x) => x.message === 'misattributed failure', 15_000, 'misattributed failure');
+  const r = await streamFromManagerCgroup('smd-scoped', ['<3>misattributed failure']);
+  t.equal(r.code, 0, r.stderr);
+  const got = await seen;
+  t.match(got, { serviceId: 'scoped', kind: 'journal.err' });
+  t.match(store.list({ source: 'journal' }).find((a) => a.message === 'misattributed failure')?.payload, { unit: 'smd-scoped.service', priority: 3 });
 });
 
 t.test('journalctl dying is restarted with backoff and misses nothing', async (t) => {

@@ -1,5 +1,8 @@
 import t from 'tap';
-import { parseConfig } from '../../src/config/config.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, parseConfig } from '../../src/config/config.js';
 
 t.test('every key has a default and derived paths follow dataDir/runDir', async (t) => {
   const c = parseConfig({});
@@ -32,4 +35,15 @@ t.test('unknown keys and wrong types are refused, naming the key', async (t) => 
 
 t.test('a D-Bus address is accepted as bus', async (t) => {
   t.equal(parseConfig({ systemd: { bus: 'unix:path=/tmp/bus' } }).systemd.bus, 'unix:path=/tmp/bus');
+});
+
+t.test('a missing file is all defaults at the default path only, named or not', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'smd-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const defaultPath = join(dir, 'smd.json');
+  t.equal(loadConfig(undefined, defaultPath).dataDir, '/var/lib/smd');
+  t.equal(loadConfig(defaultPath, defaultPath).dataDir, '/var/lib/smd', 'the shipped unit names the default file');
+  t.throws(() => loadConfig(join(dir, 'other.json'), defaultPath), /cannot read configuration/);
+  writeFileSync(defaultPath, '{"dataDir": "/srv/smd"}');
+  t.equal(loadConfig(defaultPath, defaultPath).dataDir, '/srv/smd');
 });

@@ -14,12 +14,13 @@ t.test('starts, serves both sockets with their modes, and stops in order on SIGT
   t.ok((info.uptimeMs as number) >= 0);
   const health = await c.call<{ checks: Record<string, { ok: boolean }> }>('system.health');
   t.equal(health.checks.db!.ok, true);
-  t.same(Object.keys(health.checks).sort(), ['db', 'journal', 'systemd', 'traffic']);
+  t.same(Object.keys(health.checks).sort(), ['db', 'fleet', 'journal', 'programs', 'systemd', 'traffic']);
+  t.same(health.checks.fleet, { ok: true, detail: 'disabled in the configuration' }, 'the fleet is off by default');
   t.same(await c.call('system.setVersion', { version: 12 }), { version: 12 });
   t.equal((await c.call<{ systemVersion: number }>('system.info')).systemVersion, 12);
   await t.rejects(c.call('system.setVersion', { version: 13, expectedRowVersion: 1 }), { code: 'CONFLICT' }, 'a stale rowVersion is refused');
   const tables = await c.call<{ name: string }[]>('db.tables');
-  t.same(tables.map((x) => x.name), ['alerts', 'config', 'layers', 'operation_steps', 'operations', 'service_networks', 'services', 'trafficmonitor', 'users']);
+  t.same(tables.map((x) => x.name), ['alerts', 'config', 'desired_state', 'fleet_outbox', 'layers', 'operation_steps', 'operations', 'service_networks', 'services', 'trafficmonitor', 'users']);
   t.match(await c.call('db.describe', { table: 'services' }), { name: 'services', columns: [{ name: 'id', type: 'TEXT', primaryKey: true }] });
   await t.rejects(c.call('db.describe', { table: 'sqlite_master' }), { code: 'NOT_FOUND' });
   const doc = await c.call<{ methods: { name: string }[] }>('rpc.discover');

@@ -76,7 +76,8 @@ export interface RunningDaemon {
 
 export function tempDir(t: Tap, prefix = 'smd-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Retried: a service of a sandbox torn down at the same time may still be writing into it (CI saw ENOTEMPTY).
+  t.teardown(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }));
   return dir;
 }
 
@@ -138,7 +139,7 @@ export async function startDaemon(t: Tap, opts: { dir?: string; config?: Record<
     notify.close();
   });
   await Promise.race([
-    notify.waitFor('READY=1', 15_000),
+    notify.waitFor('READY=1', 30_000),
     exited.then((code) => {
       throw new Error(`smd exited with ${code} before READY=1:\n${out}`);
     }),

@@ -5,8 +5,8 @@
  * inside through nsenter. Everything is torn down by PID when the test ends.
  */
 import { spawn, execFile, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
+import { startHold } from '../../scripts/lib/hold.mjs';
 
 export const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '../..');
 export const SANDBOX_SCRIPT = resolve(ROOT, 'scripts/sandbox');
@@ -51,65 +51,35 @@ export interface Sandbox extends SandboxInfo {
   stop(): Promise<void>;
 }
 
-function parseInfo(line: string): SandboxInfo {
-  const v = JSON.parse(line) as Partial<SandboxInfo>;
-  for (const k of ['dir', 'bus', 'unitDir', 'runtimeDir', 'home'] as const) if (typeof v[k] !== 'string') throw new Error(`sandbox: bad ${k} in ${line}`);
-  for (const k of ['pid', 'journaldPid', 'dbusPid', 'systemdPid'] as const) if (typeof v[k] !== 'number') throw new Error(`sandbox: bad ${k} in ${line}`);
+/** Runs a program, bounded; resolves with its output and exit code (-1 when it did not exit normally). */
+export function execBounded(file: string, argv: readonly string[], o: { env?: NodeJS.ProcessEnv; timeoutMs: number; input?: string }): Promise<ExecResult> {
+  return new Promise((res) => {
+    const p = execFile(file, argv, { env: o.env ?? process.env, timeout: o.timeoutMs, encoding: 'utf8', maxBuffer: 32 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      res({ stdout, stderr, code });
+    });
+    if (o.input !== undefined) p.stdin!.end(o.input);
+  });
+}
+
+/** The output of a run that must exit 0, else an error naming the command and its stderr. */
+export async function succeeded(result: Promise<ExecResult>, cmd: string, args: readonly string[]): Promise<string> {
+  const r = await result;
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+function checkInfo(v: Partial<SandboxInfo>): SandboxInfo {
+  for (const k of ['dir', 'bus', 'unitDir', 'runtimeDir', 'home'] as const) if (typeof v[k] !== 'string') throw new Error(`sandbox: bad ${k} in ${JSON.stringify(v)}`);
+  for (const k of ['pid', 'journaldPid', 'dbusPid', 'systemdPid'] as const) if (typeof v[k] !== 'number') throw new Error(`sandbox: bad ${k} in ${JSON.stringify(v)}`);
   return v as SandboxInfo;
 }
 
 export async function startSandbox(t: Tap, opts: { startTimeoutMs?: number } = {}): Promise<Sandbox> {
-  const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
-  const child = spawn(SANDBOX_SCRIPT, ['--hold'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8000)));
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  const lines = createInterface({ input: child.stdout! });
-  const replies: ((line: string) => void)[] = [];
-  let first: ((line: string) => void) | null = null;
-  lines.on('line', (line) => {
-    if (first) {
-      const f = first;
-      first = null;
-      f(line);
-    } else replies.shift()?.(line);
-  });
-
-  let stopped: Promise<void> | null = null;
-  const stop = (): Promise<void> => {
-    if (stopped) return stopped;
-    stopped = (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.stdin!.end(); // the script tears down when its stdin closes
-        const timer = setTimeout(() => child.kill('SIGTERM'), 15_000);
-        const hard = setTimeout(() => child.kill('SIGKILL'), 25_000);
-        await exited;
-        clearTimeout(timer);
-        clearTimeout(hard);
-      }
-    })();
-    return stopped;
-  };
-  t.teardown(stop);
-
-  const info = await new Promise<SandboxInfo>((res, rej) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGTERM');
-      rej(new Error(`sandbox did not start within ${startTimeoutMs} ms: ${stderr}`));
-    }, startTimeoutMs);
-    first = (line) => {
-      clearTimeout(timer);
-      try {
-        res(parseInfo(line));
-      } catch (err) {
-        rej(err as Error);
-      }
-    };
-    void exited.then((code) => {
-      clearTimeout(timer);
-      rej(new Error(`sandbox exited with ${code} before it was ready: ${stderr}`));
-    });
-  });
+  const hold = await startHold<Partial<SandboxInfo>>(SANDBOX_SCRIPT, { startTimeoutMs: opts.startTimeoutMs ?? 30_000, what: 'sandbox' });
+  t.teardown(hold.stop);
+  const info = checkInfo(hold.info);
+  const stop = hold.stop;
 
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -122,35 +92,13 @@ export async function startSandbox(t: Tap, opts: { startTimeoutMs?: number } = {
   };
   const nsArgs = (cmd: string, args: readonly string[]) => ['-t', String(info.pid), '-m', '-n', '--', cmd, ...args];
 
-  const control = (cmd: string, timeoutMs = 30_000): Promise<{ ok: boolean; pid?: number; error?: string }> =>
-    new Promise((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`sandbox: no answer to ${cmd} within ${timeoutMs} ms`)), timeoutMs);
-      replies.push((line) => {
-        clearTimeout(timer);
-        const r = JSON.parse(line) as { ok: boolean; pid?: number; error?: string };
-        if (!r.ok) rej(new Error(`sandbox: ${cmd}: ${r.error}`));
-        else res(r);
-      });
-      child.stdin!.write(cmd + '\n');
-    });
+  const control = (cmd: string) => hold.control(cmd, 30_000) as Promise<{ ok: boolean; pid?: number }>;
 
   const sandbox: Sandbox = {
     ...info,
     env,
-    exec(cmd, args = [], o = {}) {
-      return new Promise((res) => {
-        const p = execFile('nsenter', nsArgs(cmd, args), { env, timeout: o.timeoutMs ?? 20_000, encoding: 'utf8', maxBuffer: 32 << 20 }, (err, stdout, stderr) => {
-          const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : -1) : 0;
-          res({ stdout, stderr, code });
-        });
-        if (o.input !== undefined) p.stdin!.end(o.input);
-      });
-    },
-    async run(cmd, args = [], o = {}) {
-      const r = await sandbox.exec(cmd, args, o);
-      if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
-      return r.stdout;
-    },
+    exec: (cmd, args = [], o = {}) => execBounded('nsenter', nsArgs(cmd, args), { env, timeoutMs: o.timeoutMs ?? 20_000, ...(o.input !== undefined ? { input: o.input } : {}) }),
+    run: (cmd, args = [], o = {}) => succeeded(sandbox.exec(cmd, args, o), cmd, args),
     spawnInside(cmd, args = [], o = {}) {
       return spawn('nsenter', nsArgs(cmd, args), { env, ...o });
     },

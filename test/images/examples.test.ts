@@ -59,7 +59,7 @@ t.test('example images: read, extract, share the base layer', { skip: HAVE_BUSYB
   const image2 = await readImage(v2.path);
   let progressCalls = 0;
   let last: [number, number] = [0, 0];
-  const r2 = await extractLayers(v2.path, image2, {
+  const r2 = await extractLayers(image2, {
     wanted: new Set(image2.layers.map((l) => l.digest)),
     destFor: (d) => join(root, 'layers', d.slice(7)),
     onProgress: (a, b) => {
@@ -199,7 +199,7 @@ t.test('ref selection, host platform, nested index, gzip archive, index after bl
   const archive = writeArchive(join(dir, 'multi.tar.gz'), files, { gzip: true });
 
   const img = await readImage(archive, { ref: 'multi' });
-  t.equal(img.archiveGzip, true);
+  t.equal(img.blobs.kind === 'archive' && img.blobs.gzip, true);
   t.equal(img.manifestDigest, sha256(mA), 'nested index followed to the host platform');
   t.same(img.config.cmd, ['run']);
   t.equal(img.config.user, '1000:1000');
@@ -215,10 +215,10 @@ t.test('ref selection, host platform, nested index, gzip archive, index after bl
 
   const root = join(dir, 'store');
   mkdirSync(join(root, 'layers'), { recursive: true });
-  const r = await extractLayers(archive, img, { wanted: new Set([img.layers[0]!.digest]), destFor: (d) => join(root, 'layers', d.slice(7)) });
+  const r = await extractLayers(img, { wanted: new Set([img.layers[0]!.digest]), destFor: (d) => join(root, 'layers', d.slice(7)) });
   t.equal(readFileSync(join(r.extracted[0]!.path, 'a'), 'utf8'), 'A');
 
-  const err = await extractLayers(archive, img, { wanted: new Set([sha256(layerB)]), destFor: (d) => join(root, 'layers', d.slice(7)) }).catch((e) => e);
+  const err = await extractLayers(img, { wanted: new Set([sha256(layerB)]), destFor: (d) => join(root, 'layers', d.slice(7)) }).catch((e) => e);
   t.ok(isSmError(err, 'NOT_FOUND'), 'a digest that is not a layer of the image is refused');
 });
 
@@ -271,7 +271,7 @@ t.test('two installs of the same layer at once: one copy lands, nothing is left 
   const store = join(dir, 'layers');
   mkdirSync(store);
   const opts = { wanted: new Set([image.layers[0]!.digest]), destFor: (d: string) => join(store, d.slice(7)) };
-  const [a, b] = await Promise.all([extractLayers(path, image, opts), extractLayers(path, image, opts)]);
+  const [a, b] = await Promise.all([extractLayers(image, opts), extractLayers(image, opts)]);
   t.equal(a.extracted.length + b.extracted.length + a.present.length + b.present.length, 2);
   t.ok(a.extracted.length + b.extracted.length >= 1);
   t.same(tree(store).filter((p) => !p.includes('/')), [image.layers[0]!.digest.slice(7)], 'one layer directory, no staging left');

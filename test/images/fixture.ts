@@ -82,7 +82,7 @@ export function tree(dir: string): string[] {
 export async function install(archive: string, root: string, limits?: Partial<ImageLimits>, ref?: string): Promise<{ image: ImageInfo; result: ExtractResult }> {
   const image = await readImage(archive, { ...(limits ? { limits } : {}), ...(ref ? { ref } : {}) });
   mkdirSync(join(root, 'layers'), { recursive: true });
-  const result = await extractLayers(archive, image, {
+  const result = await extractLayers(image, {
     wanted: new Set(image.layers.map((l) => l.digest)),
     destFor: (d) => join(root, 'layers', d.slice(7)),
     ...(limits ? { limits } : {}),

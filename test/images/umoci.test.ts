@@ -46,7 +46,7 @@ t.test('an image made by umoci', { skip: HAVE ? false : 'needs umoci and busybox
   t.equal(first.refName, 'first');
 
   const second = await readImage(gzArchive, { ref: 'second' });
-  t.equal(second.archiveGzip, true);
+  t.equal(second.blobs.kind === 'archive' && second.blobs.gzip, true);
   t.equal(second.layers.length, 2);
   t.equal(second.layers[0]!.digest, first.layers[0]!.digest, 'the tag shares the first layer');
 

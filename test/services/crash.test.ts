@@ -57,7 +57,7 @@ t.test('crash points during install, update and remove', async (t) => {
     t.equal((await c.call<{ state: string }>('services.install', { image: image('hello-http', 1), wait: true })).state, 'succeeded');
     await d.stop();
   }
-  for (const step of ['read', 'stop-previous', 'layers', 'start', 'cleanup']) {
+  for (const step of ['resolve', 'fetch', 'stop-previous', 'layers', 'start', 'cleanup']) {
     const c = await crashAt(`services.install:${step}`, (c) => c.call('services.install', { image: image('hello-http', 2), wait: true }));
     const svc = await c.call<Svc>('services.get', { id: 'hello-http' });
     // An update that was not acknowledged is rolled back, whatever step it reached.

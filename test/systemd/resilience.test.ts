@@ -8,18 +8,10 @@ import { renderUnit } from '../../src/systemd/unit.js';
 import type { SystemdHealth, UnitChange, UnitState } from '../../src/systemd/types.js';
 import type { SmError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { rejection } from '../helpers/rejection.js';
 import { startSandbox, waitEvent } from '../helpers/sandbox.js';
 
 const CALL_TIMEOUT = 1000;
-
-async function rejection(p: Promise<unknown>): Promise<SmError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as SmError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const sb = await startSandbox(t);
 const mgr = new SystemdManager({ bus: sb.bus, unitDir: sb.unitDir, logger: silentLogger, callTimeoutMs: CALL_TIMEOUT, pingIntervalMs: 300, backoffMs: { initial: 50, max: 400 } });

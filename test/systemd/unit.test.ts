@@ -120,6 +120,9 @@ t.test('a full unit has the hardening, limits, restart policy and timeouts', asy
     t.ok(lines.includes(l), l);
   }
   t.notOk(lines.includes('MemoryDenyWriteExecute=yes'), 'W^X only on request');
+  t.equal(lines.filter((l) => l.startsWith('SyslogIdentifier=')).length, 1);
+  t.ok(lines.includes('SyslogIdentifier=%N'), 'the stream identifier is the unit name without .service (smd-<id>)');
+  throwsSm(t, () => renderUnit({ ...base, extraServiceLines: ['SyslogIdentifier=smd-other'] }), 'SyslogIdentifier= cannot be overridden');
   const unitSection = text.slice(0, text.indexOf('[Service]'));
   t.match(unitSection, /StartLimitBurst=5/, 'start limits live in [Unit]');
 });

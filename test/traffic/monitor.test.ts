@@ -5,6 +5,7 @@ import { serviceChain } from '../../src/traffic/naming.js';
 import { trafficMethods } from '../../src/traffic/methods.js';
 import { nextPeriodStart } from '../../src/traffic/period.js';
 import { EventBus, type EventMap } from '../../src/events/bus.js';
+import { AlertStore } from '../../src/alerts/store.js';
 import { silentLogger } from '../../src/log.js';
 import { startLab } from './fixtures/lab.js';
 
@@ -30,7 +31,8 @@ t.test('traffic accounting, persistence, periods, limits, shaping and reconcile 
   const alerts: EventMap['alert'][] = [];
   bus.subscribe('traffic', (e) => events.push(e));
   bus.subscribe('alert', (e) => alerts.push(e));
-  const newMonitor = () => new TrafficMonitor({ db, bus, config: lab.config, logger: silentLogger, now: () => clock, runner });
+  const alertStore = new AlertStore({ db, bus });
+  const newMonitor = () => new TrafficMonitor({ db, bus, alerts: alertStore, config: lab.config, logger: silentLogger, now: () => clock, runner });
   let mon = newMonitor();
   await mon.start();
   t.ok(mon.health().ok, mon.health().detail);
@@ -197,6 +199,7 @@ t.test('traffic accounting, persistence, periods, limits, shaping and reconcile 
     const broken = new TrafficMonitor({
       db,
       bus,
+      alerts: alertStore,
       config: lab.config,
       logger: silentLogger,
       now: () => clock,

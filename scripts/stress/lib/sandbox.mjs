@@ -1,54 +1,21 @@
-// `scripts/sandbox --hold` driven from a script (the JS twin of test/helpers/sandbox.ts): a private
+// `scripts/sandbox --hold` driven from a script (through scripts/lib/hold.mjs, as the tests do): a private
 // real systemd stack whose bus and manager can be killed and started again through the hold's
 // stdin commands, plus nsenter helpers to run programs (and smd) inside its namespaces.
 import { spawn, execFile } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { startHold } from '../../lib/hold.mjs';
 
 export const ROOT = resolve(import.meta.dirname, '../../..');
 const SANDBOX_SCRIPT = join(ROOT, 'scripts/sandbox');
 const unixDgram = createRequire(import.meta.url)('unix-dgram');
 
 export async function startSandbox({ startTimeoutMs = 30_000 } = {}) {
-  const child = spawn(SANDBOX_SCRIPT, ['--hold'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-8000)));
-  const exited = new Promise((r) => child.once('exit', r));
-  const lines = createInterface({ input: child.stdout });
-  const replies = [];
-  let first = null;
-  lines.on('line', (line) => {
-    if (first) {
-      const f = first;
-      first = null;
-      f(line);
-    } else replies.shift()?.(line);
-  });
-  const info = await new Promise((res, rej) => {
-    const timer = setTimeout(() => (child.kill('SIGTERM'), rej(new Error(`sandbox did not start within ${startTimeoutMs} ms: ${stderr}`))), startTimeoutMs);
-    first = (line) => (clearTimeout(timer), res(JSON.parse(line)));
-    exited.then((code) => (clearTimeout(timer), rej(new Error(`sandbox exited with ${code}: ${stderr}`))));
-  });
+  const { info, control, stop } = await startHold(SANDBOX_SCRIPT, { startTimeoutMs, what: 'sandbox' });
   const env = { ...process.env, DBUS_SESSION_BUS_ADDRESS: info.bus, XDG_RUNTIME_DIR: info.runtimeDir, HOME: info.home, SMD_SANDBOX_DIR: info.dir, SMD_SANDBOX_PID: String(info.pid), SMD_SANDBOX_UNIT_DIR: info.unitDir };
   const nsArgs = (cmd, args) => ['-t', String(info.pid), '-m', '-n', '--', cmd, ...args];
 
-  /** One hold command; resolves with its JSON reply and the time it arrived (performance.now()). */
-  const control = (cmd, timeoutMs = 40_000) =>
-    new Promise((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`sandbox: no answer to ${cmd} within ${timeoutMs} ms`)), timeoutMs);
-      replies.push((line) => {
-        clearTimeout(timer);
-        const r = JSON.parse(line);
-        r.at = performance.now();
-        if (!r.ok) rej(new Error(`sandbox: ${cmd}: ${r.error}`));
-        else res(r);
-      });
-      child.stdin.write(cmd + '\n');
-    });
-
-  let stopped = null;
   const sb = {
     ...info,
     env,
@@ -70,19 +37,7 @@ export async function startSandbox({ startTimeoutMs = 30_000 } = {}) {
     spawnInside(cmd, args = [], opts = {}) {
       return spawn('nsenter', nsArgs(cmd, args), { env, ...opts });
     },
-    stop() {
-      stopped ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.stdin.end(); // the hold tears everything down (by PID) when its stdin closes
-          const soft = setTimeout(() => child.kill('SIGTERM'), 15_000);
-          const hard = setTimeout(() => child.kill('SIGKILL'), 25_000);
-          await exited;
-          clearTimeout(soft);
-          clearTimeout(hard);
-        }
-      })();
-      return stopped;
-    },
+    stop,
   };
   return sb;
 }

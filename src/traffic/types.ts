@@ -1,0 +1,28 @@
+/** What the traffic domain answers and accepts. */
+import type { Direction } from './naming.js';
+
+export interface TrafficLimits {
+  /** Bytes per period; null or 0: no limit. */
+  ulLimit: number | null;
+  dlLimit: number | null;
+  /** Bytes per second; null or 0: not shaped. */
+  ulSpeed: number | null;
+  dlSpeed: number | null;
+}
+
+export interface ServiceTrafficOptions extends TrafficLimits {
+  /** Host side of the service's veth (download shaping); from NetworkManager.ensureServiceNetwork. */
+  hostVeth?: string;
+  /** The service's namespace name (upload shaping). */
+  netnsName?: string;
+}
+
+export interface TrafficRow {
+  chain: string;
+  serviceId: string | null;
+  direction: Direction;
+  bytes: number;
+  limit: number | null;
+  blocked: boolean;
+  periodStart: number;
+}

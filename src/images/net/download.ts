@@ -10,12 +10,12 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SmError } from '../../errors.js';
 import { fsyncDir } from '../../fs/atomic.js';
 import { dirname } from 'node:path';
-import { classify, discard, header, TransientError, type Response } from './http.js';
+import { classify, discard, eachChunk, header, TransientError, type Response } from './http.js';
 
 export interface BlobRequest {
   /** `sha256:<hex>` the bytes must hash to. */
@@ -74,6 +74,10 @@ export async function downloadBlob(req: BlobRequest, policy: DownloadPolicy, onB
   }
   onBytes(offset);
   const fh = await open(partial, 'a');
+  const dropPartial = async (err: Error): Promise<never> => {
+    await rm(partial, { force: true });
+    throw err;
+  };
   let fetched = 0;
   try {
     let failures = 0;
@@ -105,42 +109,32 @@ export async function downloadBlob(req: BlobRequest, policy: DownloadPolicy, onB
           throw statusError(req, r.status);
         }
         // Chunks are hashed as they arrive and written in batches of WRITE_BATCH_BYTES rather than
-        // one write (a round trip to the thread pool) per chunk; what a crash of smd can lose and
-        // fetch again is at most one batch.
-        const pending: Buffer[] = [];
-        let pendingBytes = 0;
-        const flush = async () => {
-          if (pendingBytes === 0) return;
-          const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-          pending.length = 0;
-          pendingBytes = 0;
-          await writeAll(fh, batch);
-        };
+        // one write (a round trip to the thread pool) per chunk, and whatever is pending once the
+        // link has been quiet for IDLE_FLUSH_MS: what a crash of smd can lose and fetch again is
+        // at most one batch, and a stalled transfer has its bytes on disk.
+        const batch = new WriteBatcher(fh);
         try {
-          for await (const chunk of r.body as AsyncIterable<Buffer>) {
-          if (req.size !== null && offset + chunk.length > req.size) {
-            r.body.destroy();
-            await rm(partial, { force: true });
-            throw new SmError('INVALID_IMAGE', `${req.what}: the server sent more than the ${req.size} bytes of ${req.digest}`, { digest: req.digest });
-          }
-          if (offset + chunk.length > policy.maxBytes) {
-            r.body.destroy();
-            await rm(partial, { force: true });
-            throw new SmError('INVALID_IMAGE', `${req.what} is over the ${policy.maxBytes}-byte cap (images.maxArchiveBytes)`, { digest: req.digest, limit: 'maxArchiveBytes' });
-          }
-          if (policy.rate) await policy.rate.take(chunk.length, signal);
-          hash.update(chunk);
-          pending.push(chunk);
-          pendingBytes += chunk.length;
-          offset += chunk.length;
-          moved += chunk.length;
-          fetched += chunk.length;
-          onBytes(chunk.length);
-          if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
-          }
+          await eachChunk(r.body, (chunk) => {
+            if (req.size !== null && offset + chunk.length > req.size) {
+              return dropPartial(new SmError('INVALID_IMAGE', `${req.what}: the server sent more than the ${req.size} bytes of ${req.digest}`, { digest: req.digest }));
+            }
+            if (offset + chunk.length > policy.maxBytes) {
+              return dropPartial(new SmError('INVALID_IMAGE', `${req.what} is over the ${policy.maxBytes}-byte cap (images.maxArchiveBytes)`, { digest: req.digest, limit: 'maxArchiveBytes' }));
+            }
+            const accept = () => {
+              hash.update(chunk);
+              offset += chunk.length;
+              moved += chunk.length;
+              fetched += chunk.length;
+              onBytes(chunk.length);
+              return batch.add(chunk);
+            };
+            // Most chunks are taken synchronously: no promise, no pause of the body.
+            return policy.rate ? policy.rate.take(chunk.length, signal).then(accept) : accept();
+          });
         } finally {
           // Also when the body broke off: what was hashed is on disk, so a resume starts at `offset`.
-          await flush();
+          await batch.close();
         }
         if (req.size === null) break; // the server said it is done; the digest decides
         if (offset < req.size) throw new TransientError(`${req.what}: the connection ended at byte ${offset} of ${req.size}`);
@@ -186,11 +180,65 @@ async function rehash(path: string, hash: Hash): Promise<number> {
   return n;
 }
 
-const WRITE_BATCH_BYTES = 256 * 1024;
+const WRITE_BATCH_BYTES = 1 << 20;
+const IDLE_FLUSH_MS = 200;
 
-async function writeAll(fh: Awaited<ReturnType<typeof open>>, chunk: Buffer): Promise<void> {
-  let off = 0;
-  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+/**
+ * Appends chunks to a file in batches, with one writev per batch (no copy into one buffer).
+ * One batch is written while the next one fills; writes run one after another, in order.
+ */
+class WriteBatcher {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private writing: Promise<void> = Promise.resolve();
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(private readonly fh: FileHandle) {}
+
+  /** A promise only when the caller must wait (the batch before this one is still being written). */
+  add(chunk: Buffer): Promise<void> | undefined {
+    clearTimeout(this.idle);
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes >= WRITE_BATCH_BYTES) return this.flush();
+    this.idle = setTimeout(() => void this.flush(), IDLE_FLUSH_MS);
+    return undefined;
+  }
+
+  /** Writes what is pending and waits for every write so far. */
+  async close(): Promise<void> {
+    clearTimeout(this.idle);
+    void this.flush();
+    return this.writing;
+  }
+
+  /** Queues the pending chunks; resolves once the writes queued before them are done. */
+  private flush(): Promise<void> {
+    const before = this.writing;
+    if (this.pendingBytes > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.writing = before.then(() => writeAll(this.fh, batch));
+      // A failed write is seen by the next add or by close; it must not count as unhandled meanwhile.
+      this.writing.catch(() => undefined);
+    }
+    return before;
+  }
+}
+
+async function writeAll(fh: FileHandle, chunks: Buffer[]): Promise<void> {
+  let { bytesWritten } = await fh.writev(chunks);
+  for (const chunk of chunks) {
+    // A short write (rare: a signal, a full disk about to fail) continues where it stopped.
+    if (bytesWritten >= chunk.length) {
+      bytesWritten -= chunk.length;
+      continue;
+    }
+    let off = bytesWritten;
+    bytesWritten = 0;
+    while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+  }
 }
 
 function statusError(req: BlobRequest, status: number): Error {

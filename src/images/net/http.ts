@@ -131,6 +131,59 @@ export function header(h: Response['headers'], name: string): string | undefined
   return Array.isArray(v) ? v[0] : v;
 }
 
+/**
+ * Hands each chunk of a body to `each` as undici pushed it, waiting for a promise `each`
+ * returns before the next. A Readable's async iterator would instead concatenate whatever is
+ * buffered into a new Buffer on every read: for a blob, a fresh allocation and a copy of every
+ * byte (a tenth of a 50 MB pull's download time, measured).
+ */
+export function eachChunk(body: Response['body'], each: (chunk: Buffer) => Promise<void> | void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let busy = false;
+    let ended = false;
+    let settled = false;
+    const settle = (err?: unknown) => {
+      if (settled) return;
+      settled = true;
+      body.off('data', onData);
+      if (err === undefined) resolve();
+      else {
+        body.destroy();
+        reject(err);
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      let r: Promise<void> | void;
+      try {
+        r = each(chunk);
+      } catch (err) {
+        settle(err);
+        return;
+      }
+      if (!r) return;
+      busy = true;
+      body.pause();
+      r.then(
+        () => {
+          busy = false;
+          if (ended) settle();
+          else if (!settled) body.resume();
+        },
+        (err: unknown) => settle(err),
+      );
+    };
+    body.on('data', onData);
+    body.once('end', () => {
+      ended = true;
+      if (!busy) settle();
+    });
+    body.once('error', (err) => settle(err));
+    body.once('close', () => {
+      if (!ended) settle(new Error('the response body closed before its end'));
+    });
+  });
+}
+
 /** Reads a (small, capped) body whole; more than `max` bytes is INVALID_IMAGE. */
 export async function readCapped(body: Response['body'], max: number, what: string): Promise<Buffer> {
   const parts: Buffer[] = [];

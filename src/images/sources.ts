@@ -28,7 +28,7 @@ import { open, readdir, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SmError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { bytesOnDisk, downloadBlob, RateLimiter, type DownloadPolicy } from './net/download.js';
+import { backoffDelay, bytesOnDisk, downloadBlob, RateLimiter, type DownloadPolicy } from './net/download.js';
 import { discard, Http, readCapped, TransientError, type RegistryConfig } from './net/http.js';
 import { parseReference, RegistryClient } from './net/registry.js';
 import { hostArchitecture, sha256Hex } from './paths.js';
@@ -439,8 +439,7 @@ export class ImageSources {
           if (err instanceof TransientError) throw new SmError('UNAVAILABLE', `gave up after ${attempt} attempts: ${err.message}`, {}, { cause: err });
           throw err;
         }
-        const ceiling = Math.min(this.policy.backoff.maxMs, this.policy.backoff.initialMs * 2 ** (attempt - 1));
-        await new Promise((r) => setTimeout(r, Math.random() * ceiling));
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, this.policy.backoff)));
       }
     }
   }

@@ -39,6 +39,11 @@ export interface DownloadPolicy {
   rate: RateLimiter | null;
 }
 
+/** The wait before retry number `attempt` (1, 2, …): exponential with full jitter. */
+export function backoffDelay(attempt: number, backoff: DownloadPolicy['backoff']): number {
+  return Math.random() * Math.min(backoff.maxMs, backoff.initialMs * 2 ** (attempt - 1));
+}
+
 /** Bytes of the file already there (a whole blob, or a partial). */
 export async function bytesOnDisk(path: string): Promise<{ complete: boolean; bytes: number }> {
   const size = async (p: string) => {
@@ -147,9 +152,8 @@ export async function downloadBlob(req: BlobRequest, policy: DownloadPolicy, onB
         if (failures > policy.retries) {
           throw new SmError('UNAVAILABLE', `${req.what}: gave up after ${policy.retries} attempts without progress at byte ${offset}: ${err.message}`, { digest: req.digest, bytes: offset }, { cause: err });
         }
-        const ceiling = Math.min(policy.backoff.maxMs, policy.backoff.initialMs * 2 ** (failures - 1));
         // An abort ends the wait early; the loop's first line then throws `cancelled`.
-        await sleep(Math.random() * ceiling, undefined, { signal }).catch(() => undefined);
+        await sleep(backoffDelay(failures, policy.backoff), undefined, { signal }).catch(() => undefined);
       }
     }
     await fh.sync();

@@ -5,6 +5,7 @@ import type { Operation, OperationHandle } from '../operations/operations.js';
 import { ignoreUnknownUnit, withService, type ServiceContext } from './context.js';
 import type { ServiceFiles } from './files.js';
 import { SERVICE_ID } from './layout.js';
+import { checkPortConflicts } from './ports.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Removal } from './removal.js';
 import { columnsToSettings, settingsFromAnnotations, type Settings } from './settings.js';
@@ -29,6 +30,8 @@ export class Installer {
       const existing = this.ctx.repo.find(req.id);
       if (existing && !this.isAttachable(existing, req.version, req.force, this.ctx.repo.currentUsers())) checkVersion(existing, req.version, req.force ?? false);
     }
+    // Ports asked for in the request: refused at once (the operation checks again with the image's defaults).
+    if (req.settings?.exposedPorts) checkPortConflicts(this.ctx.repo.all(), req.id ?? '', req.settings);
   }
 
   install(req: InstallRequest): Operation {
@@ -82,6 +85,7 @@ export class Installer {
     try {
       await this.ctx.layers.exclusive(async () => {
         await this.ctx.layers.ensureLayers(image, {}, (f) => op.progress(10 + f * 60));
+        checkPortConflicts(this.ctx.repo.all(), id, settings);
         this.ctx.repo.insert(id, version, layerDigests(image), imageConfigOf(image), settings, users, signedBy);
       });
       op.step('prepare');
@@ -135,6 +139,8 @@ export class Installer {
   private async applyUpdate(op: OperationHandle, previous: Row, image: ImageInfo, version: number, settings: Settings, users: string, signedBy: string | null): Promise<void> {
     const id = previous.id;
     const { repo, layers } = this.ctx;
+    // Before anything stops: a port another service holds refuses the update, nothing to roll back.
+    checkPortConflicts(repo.all(), id, settings);
     op.record({ mode: 'update', previous });
     op.step('stop-previous', `v${previous.version}`);
     try {

@@ -48,7 +48,7 @@ export interface LiveView {
 /** What a service's network provides to its unit; supplied by the traffic module when enabled. */
 export interface ServiceNetworking {
   /** Creates (idempotently) the service's namespace, address and accounting; called before each start. */
-  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string; address: string }>;
+  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string; address: string; nameservers?: string[] }>;
   remove(serviceId: string): Promise<void>;
   /** The service's address on smd's bridge, if it has one. */
   address(serviceId: string): string | null;

@@ -170,3 +170,14 @@ t.test('a host port belongs to one service', async (t) => {
     t.match((err as Error).message, 'host port 8080/tcp is already exposed by a');
   }
 });
+
+t.test('smctl services get shows the policy in readable lines', async (t) => {
+  const { policyLines } = await import('../../src/cli/services.js');
+  t.same(policyLines({ exposedPorts: [{ port: 8080, protocol: 'tcp', hostPort: 8088 }, { port: 53, protocol: 'udp', interfaces: ['eth0'] }], egress: 'deny', trafficRules: [{ id: 'b', priority: 20, direction: 'in', action: 'drop' }, { id: 'a', priority: 10, direction: 'out', action: 'allow', filter: { cidr: '203.0.113.0/24', protocol: 'tcp', ports: [80, 443] } }], dnsRules: [{ domain: 'db.local', ip: '10.0.0.5' }] }), {
+    ports: '8088/tcp -> 8080, 53/udp -> 53 (eth0)',
+    egress: 'deny',
+    rules: '10 a: out allow tcp 203.0.113.0/24:80,443; 20 b: in drop all any',
+    dns: 'db.local=10.0.0.5',
+  });
+  t.same(policyLines({}), { ports: '-', egress: 'allow', rules: '-', dns: '-' }, 'no policy');
+});

@@ -2,10 +2,10 @@ import { SmError, toSmError } from '../errors.js';
 import { withService, type ServiceContext } from './context.js';
 import type { ServiceFiles } from './files.js';
 import { usersKey } from './layout.js';
-import { checkPortConflicts } from './ports.js';
+import { checkPortConflicts, resolvePorts } from './ports.js';
 import type { Lifecycle } from './lifecycle.js';
 import { columnsToSettings, settingsToColumns, type Settings } from './settings.js';
-import type { Row, Service } from './types.js';
+import type { ImageConfigJson, Row, Service } from './types.js';
 
 /**
  * services.configure: settings changed, applied to the unit, quotas, traffic limits and the
@@ -25,7 +25,7 @@ export class Configurator {
       if (expectedRowVersion !== undefined && expectedRowVersion !== row.rowVersion) {
         throw new SmError('CONFLICT', `${id} changed meanwhile (rowVersion ${row.rowVersion}, expected ${expectedRowVersion})`, { rowVersion: row.rowVersion });
       }
-      const settings = { ...columnsToSettings(row), ...changes };
+      const settings = resolvePorts({ ...columnsToSettings(row), ...changes }, (JSON.parse(row.imageConfig) as ImageConfigJson).exposedPorts);
       const columns = settingsToColumns(settings);
       const changed = Object.entries(columns).some(([k, v]) => (row as Record<string, unknown>)[k] !== v);
       if (!changed) return this.lifecycle.view(id);

@@ -5,7 +5,7 @@ import type { Operation, OperationHandle } from '../operations/operations.js';
 import { ignoreUnknownUnit, withService, type ServiceContext } from './context.js';
 import type { ServiceFiles } from './files.js';
 import { SERVICE_ID } from './layout.js';
-import { checkPortConflicts } from './ports.js';
+import { checkPortConflicts, resolvePorts } from './ports.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Removal } from './removal.js';
 import { columnsToSettings, settingsFromAnnotations, type Settings } from './settings.js';
@@ -51,7 +51,7 @@ export class Installer {
         op.setTarget(id);
         const installed = withService(this.ctx, id, async (users) => {
           const existing = this.ctx.repo.find(id);
-          const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) };
+          const settings = resolvePorts({ ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) }, image.config.exposedPorts);
           if (existing) {
             if (this.isAttachable(existing, version, req.force, users)) return this.attach(op, existing, users);
             checkVersion(existing, version, req.force ?? false);
@@ -112,7 +112,7 @@ export class Installer {
     const { id, version, image } = item;
     if (image.config.entrypoint.length + image.config.cmd.length === 0) throw new SmError('INVALID_IMAGE', `the image of ${id} has neither Entrypoint nor Cmd`);
     const existing = this.ctx.repo.find(id);
-    const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(item.settings ?? {}) };
+    const settings = resolvePorts({ ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(item.settings ?? {}) }, image.config.exposedPorts);
     if (existing) {
       await this.applyUpdate(op, existing, image, version, settings, users, item.signedBy);
       return { mode: 'update', previous: existing };
@@ -218,7 +218,7 @@ function layerDigests(image: ImageInfo): string[] {
 }
 
 function imageConfigOf(image: ImageInfo): ImageConfigJson {
-  return { entrypoint: image.config.entrypoint, cmd: image.config.cmd, env: image.config.env, workingDir: image.config.workingDir };
+  return { entrypoint: image.config.entrypoint, cmd: image.config.cmd, env: image.config.env, workingDir: image.config.workingDir, ...(image.config.exposedPorts ? { exposedPorts: image.config.exposedPorts } : {}) };
 }
 
 /**

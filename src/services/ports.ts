@@ -19,3 +19,22 @@ export function checkPortConflicts(rows: readonly Row[], id: string, settings: P
     }
   }
 }
+
+/**
+ * Fills in the `port` an exposed port left out from the image config's ExposedPorts (`8080/tcp`):
+ * the one equal to its hostPort, else the image's only port of that protocol. Anything else is
+ * refused (`INVALID_IMAGE`, naming the entry): smd never guesses which port was meant.
+ */
+export function resolvePorts<S extends Pick<Settings, 'exposedPorts'>>(settings: S, imageExposed: readonly string[] | undefined): S {
+  if (!settings.exposedPorts?.some((p) => p.port === undefined)) return settings;
+  const exposedPorts = settings.exposedPorts.map((p, i) => {
+    if (p.port !== undefined) return p;
+    const offered = (imageExposed ?? []).map((k) => /^(\d{1,5})(?:\/(tcp|udp))?$/.exec(k)).filter((m): m is RegExpExecArray => m !== null && (m[2] ?? 'tcp') === p.protocol).map((m) => Number(m[1]));
+    const port = offered.includes(p.hostPort!) ? p.hostPort! : offered.length === 1 ? offered[0]! : null;
+    if (port === null) {
+      throw new SmError('INVALID_IMAGE', `exposedPorts.${i}.port: the image config exposes ${offered.length === 0 ? `no ${p.protocol} port` : `several ${p.protocol} ports (${offered.join(', ')})`} to default to; give port`, { field: `exposedPorts.${i}.port`, imageExposedPorts: imageExposed ?? [] });
+    }
+    return { ...p, port };
+  });
+  return { ...settings, exposedPorts };
+}

@@ -9,7 +9,7 @@ export const STATUS = { ok: 0, error: 1 } as const;
 export type Row = typeof services.$inferSelect;
 
 /** What smd keeps of an image's config in services.imageConfig. */
-export type ImageConfigJson = { entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string };
+export type ImageConfigJson = { entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string; exposedPorts?: string[] };
 
 /** The Service object clients see (SPEC section 7). */
 export interface Service {

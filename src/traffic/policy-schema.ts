@@ -27,8 +27,8 @@ const domain = z
   .regex(/^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/, 'expected a domain name');
 
 export const exposedPortSchema = z.strictObject({
-  /** The service's port (inside its namespace). */
-  port,
+  /** The service's port (inside its namespace); default: the port of that protocol the image config's ExposedPorts names (hostPort if it names that one, else its only one). */
+  port: port.optional(),
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
   /** The device's port; default `port`. */
   hostPort: port.optional(),
@@ -73,6 +73,7 @@ export const policySettingsShape = {
     .superRefine((list, ctx) => {
       const seen = new Set<string>();
       list.forEach((p, i) => {
+        if (p.port === undefined && p.hostPort === undefined) ctx.addIssue({ code: 'custom', path: [i, 'port'], message: 'port or hostPort is needed' });
         const key = `${p.hostPort ?? p.port}/${p.protocol}`;
         if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i, 'hostPort'], message: `host port ${key} is listed twice` });
         seen.add(key);

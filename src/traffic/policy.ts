@@ -76,7 +76,7 @@ export function policyChainRules(serviceId: string, address: string, policy: Net
 
 /** The host port of an exposed port (default: the service's port). */
 export function hostPortOf(p: Pick<ExposedPort, 'port' | 'hostPort'>): number {
-  return p.hostPort ?? p.port;
+  return (p.hostPort ?? p.port)!;
 }
 
 /** The nat chain of a service's exposed ports, hooked from SMD_PORTS; null when it exposes none. */
@@ -85,6 +85,7 @@ export function portsChainRules(serviceId: string, address: string, ports: reado
   const name = portsChain(serviceId);
   const rules: string[] = [];
   for (const p of ports) {
+    if (p.port === undefined) continue; // resolved at install and configure (services/ports.ts); never guessed here
     const dnat = `-p ${p.protocol} -m ${p.protocol} --dport ${hostPortOf(p)} -j DNAT --to-destination ${address}:${p.port}`;
     if (p.interfaces?.length) for (const i of p.interfaces) rules.push(`-i ${i} ${dnat}`);
     else rules.push(dnat);

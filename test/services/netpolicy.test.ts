@@ -88,8 +88,10 @@ t.test('network policy through the daemon', async (t) => {
 
   await t.test('a second service asking for the same host port is CONFLICT', async (t) => {
     await t.rejects(client.call('services.install', { image: img['hello-http-v1'], id: 'hello-two', version: 1, settings: { exposedPorts: [{ port: 8080, hostPort: 8088 }] }, wait: true }), { code: 'CONFLICT', message: /8088\/tcp is already exposed by hello-http/ });
-    const two = await install({ image: img['hello-http-v1'], id: 'hello-two', version: 1, settings: { exposedPorts: [{ port: 8080, hostPort: 8089 }] } });
+    const two = await install({ image: img['hello-http-v1'], id: 'hello-two', version: 1, settings: { exposedPorts: [{ hostPort: 8089 }] } });
     t.equal(two.state, 'succeeded', 'another host port is fine');
+    const got = await client.call<Svc & { settings: Record<string, unknown> }>('services.get', { id: 'hello-two' });
+    t.same(got.settings.exposedPorts, [{ protocol: 'tcp', hostPort: 8089, port: 8080 }], "port defaults to the image config's ExposedPorts (8080/tcp)");
     await t.rejects(client.call('services.configure', { id: 'hello-two', settings: { exposedPorts: [{ port: 8080, hostPort: 8088 }] } }), { code: 'CONFLICT' }, 'configure too');
     t.match((await lanGet(8089)).stdout, 'hello from smd', 'the second one on its own port');
     t.match((await lanGet(8088)).stdout, 'hello from smd', 'the first keeps its port');

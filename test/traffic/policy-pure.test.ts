@@ -1,7 +1,7 @@
 /** Pure logic of the network policy: validation of hostile values, rule planning, DNS files, port conflicts. */
 import t from 'tap';
 import { settingsSchema, settingsToColumns, columnsToSettings } from '../../src/services/settings.js';
-import { checkPortConflicts } from '../../src/services/ports.js';
+import { checkPortConflicts, resolvePorts } from '../../src/services/ports.js';
 import type { Row } from '../../src/services/types.js';
 import { isSmError } from '../../src/errors.js';
 import { isSmdChain, policyChain, portsChain, allServiceChains, MAX_CHAIN_NAME } from '../../src/traffic/naming.js';
@@ -20,6 +20,7 @@ const firstIssue = (v: unknown) => {
 t.test('hostile policy values are refused, naming the field', async (t) => {
   const cases: [unknown, string][] = [
     [{ exposedPorts: [{ port: 0 }] }, 'exposedPorts.0.port'],
+    [{ exposedPorts: [{ protocol: 'udp' }] }, 'exposedPorts.0.port'],
     [{ exposedPorts: [{ port: 80, hostPort: 65536 }] }, 'exposedPorts.0.hostPort'],
     [{ exposedPorts: [{ port: 80, protocol: 'sctp' }] }, 'exposedPorts.0.protocol'],
     [{ exposedPorts: [{ port: 80, interfaces: ['eth0 -j ACCEPT'] }] }, 'exposedPorts.0.interfaces.0'],
@@ -180,4 +181,16 @@ t.test('smctl services get shows the policy in readable lines', async (t) => {
     dns: 'db.local=10.0.0.5',
   });
   t.same(policyLines({}), { ports: '-', egress: 'allow', rules: '-', dns: '-' }, 'no policy');
+});
+
+t.test("an exposed port without port takes the image config's ExposedPorts", async (t) => {
+  const s = (v: object) => settingsSchema.parse(v);
+  t.same(resolvePorts(s({ exposedPorts: [{ hostPort: 80 }] }), ['8080/tcp', '53/udp']).exposedPorts, [{ protocol: 'tcp', hostPort: 80, port: 8080 }], 'the only tcp port');
+  t.same(resolvePorts(s({ exposedPorts: [{ hostPort: 443, protocol: 'tcp' }] }), ['80/tcp', '443/tcp']).exposedPorts![0]!.port, 443, 'the one equal to hostPort');
+  t.equal(resolvePorts(s({ exposedPorts: [{ hostPort: 5353, protocol: 'udp' }] }), ['53/udp']).exposedPorts![0]!.port, 53, 'by protocol');
+  t.throws(() => resolvePorts(s({ exposedPorts: [{ hostPort: 5353, protocol: 'udp' }] }), ['53']), { code: 'INVALID_IMAGE' }, 'a bare number is tcp');
+  t.throws(() => resolvePorts(s({ exposedPorts: [{ port: 1 }, { hostPort: 81 }] }), ['80/tcp', '8080/tcp']), { code: 'INVALID_IMAGE', message: /exposedPorts\.1\.port: .*several tcp ports \(80, 8080\)/ });
+  t.throws(() => resolvePorts(s({ exposedPorts: [{ hostPort: 81 }] }), undefined), { code: 'INVALID_IMAGE', message: /no tcp port/ });
+  const explicit = s({ exposedPorts: [{ port: 1 }] });
+  t.equal(resolvePorts(explicit, undefined), explicit, 'explicit ports are left alone');
 });

@@ -3,10 +3,10 @@
  * spelling (so an unchanged policy plans to nothing):
  *
  * - filter `SMD_POLICY`, hooked first in FORWARD (before the counting chains, so a dropped packet
- *   is never counted as traffic): `-s <addr> -j SMD_<h>_POL_OUT` and `-d <addr> -j SMD_<h>_POL_IN`
- *   for each service that has rules in that direction.
- * - `SMD_<h>_POL_OUT` / `_POL_IN`: replies (`RELATED,ESTABLISHED`) return at once, then the rules of
- *   that direction by priority (allow = RETURN: on to the counting chain; drop = DROP; reject =
+ *   is never counted as traffic): replies (`RELATED,ESTABLISHED`) return at once, then
+ *   `-s <addr> -j SMD_<h>_POL_OUT` and `-d <addr> -j SMD_<h>_POL_IN` for each service that has
+ *   rules in that direction.
+ * - `SMD_<h>_POL_OUT` / `_POL_IN`: the rules of that direction by priority (allow = RETURN: on to the counting chain; drop = DROP; reject =
  *   REJECT, tcp-reset for TCP), then for `egress: deny` DNS to the resolvers and a final DROP.
  *   Dropped packets are the counters of the DROP/REJECT rules (parse.ts `droppedPackets`).
  * - nat `SMD_PORTS`, hooked to PREROUTING for packets to the device's own addresses, jumps to
@@ -19,15 +19,16 @@ import type { DesiredChain } from './rules.js';
 
 export type { NetworkPolicy } from './policy-schema.js';
 
+const REPLIES = '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN';
+
 /** The fixed dispatch chains: filter SMD_POLICY (FORWARD) and nat SMD_PORTS (PREROUTING). */
 export function policyDispatch(): { filter: DesiredChain; nat: DesiredChain } {
   return {
-    filter: { name: POLICY, rules: [], hook: { chain: 'FORWARD', spec: `-j ${POLICY}` } },
+    // Replies pass once here, before any service's jump: fewer rules per sample, shorter path per packet.
+    filter: { name: POLICY, rules: [REPLIES], hook: { chain: 'FORWARD', spec: `-j ${POLICY}` } },
     nat: { name: PORTS, rules: [], hook: { chain: 'PREROUTING', spec: `-m addrtype --dst-type LOCAL -j ${PORTS}` } },
   };
 }
-
-const REPLIES = '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN';
 
 /** Rules of one direction, lowest priority first, ties by id (a stable order whatever the input order). */
 export function orderedRules(rules: readonly TrafficRule[], direction: Direction): TrafficRule[] {
@@ -64,7 +65,7 @@ export function needsChain(policy: NetworkPolicy, direction: Direction): boolean
 export function policyChainRules(serviceId: string, address: string, policy: NetworkPolicy, direction: Direction): DesiredChain | null {
   if (!needsChain(policy, direction)) return null;
   const name = policyChain(serviceId, direction);
-  const rules = [REPLIES, ...orderedRules(policy.trafficRules, direction).map(ruleSpec)];
+  const rules = orderedRules(policy.trafficRules, direction).map(ruleSpec);
   if (direction === 'out' && policy.egress === 'deny') {
     for (const ns of policy.nameservers) for (const p of ['udp', 'tcp']) rules.push(`-d ${normalizeCidr(ns)} -p ${p} -m ${p} --dport 53 -j RETURN`);
     rules.push('-j DROP');

@@ -77,10 +77,10 @@ const P = (p: Partial<NetworkPolicy>): NetworkPolicy => ({ exposedPorts: [], tra
 t.test('policy chains: only what a policy needs; DNS to the resolvers before the final drop', async (t) => {
   const id = 'svc';
   t.same(servicePolicyChains(id, '172.30.0.2', P({})), { filter: [], nat: [] }, 'no policy, no chains: no cost for services without one');
+  t.same(policyDispatch().filter.rules, ['-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN'], 'replies return once, in the dispatch chain, before any jump');
   const deny = servicePolicyChains(id, '172.30.0.2', P({ egress: 'deny', trafficRules: [rule({ id: 'ok', priority: 1, direction: 'out', action: 'allow', filter: { cidr: '203.0.113.10/32' } })] }));
   t.equal(deny.filter.length, 1, 'only the out chain');
   t.same(deny.filter[0]!.rules, [
-    '-m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
     '-d 203.0.113.10/32 -j RETURN',
     '-d 192.0.2.53/32 -p udp -m udp --dport 53 -j RETURN',
     '-d 192.0.2.53/32 -p tcp -m tcp --dport 53 -j RETURN',
@@ -120,6 +120,7 @@ t.test('one plan over filter and nat: create, converge, change, remove', async (
     ':SMD_POLICY - [0:0]',
     `:${policyChain('svc', 'out')} - [0:0]`,
     '-A FORWARD -j SMD_POLICY',
+    '-A SMD_POLICY -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN',
     `-A SMD_POLICY -s 172.30.0.2/32 -j ${policyChain('svc', 'out')}`,
     ...chains.filter[0]!.rules.map((r, i) => `[${i === chains.filter[0]!.rules.length - 1 ? '7:420' : '0:0'}] -A ${policyChain('svc', 'out')} ${r}`),
     'COMMIT',

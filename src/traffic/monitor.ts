@@ -225,7 +225,7 @@ export class TrafficMonitor {
         try {
           const current = await this.iptables.save(null);
           const desired = this.desired();
-          const plan = planRuleset(current, { filter: desired.filter, nat: desired.nat }, { removeOthers: true });
+          const plan = planRuleset(current, tablesFor(current, desired), { removeOthers: true });
           if (plan.script) await this.iptables.restore(plan.script);
           for (const c of plan.rebuilt) this.rebaseChain(c);
           for (const c of plan.removed) removed.add(c);
@@ -376,7 +376,7 @@ export class TrafficMonitor {
     let applied = false;
     try {
       const desired = this.desired((c) => wanted.get(c) ?? c.blocked);
-      const plan = planRuleset(saved, { filter: desired.filter, nat: desired.nat }, { remove: desired.absent });
+      const plan = planRuleset(saved, tablesFor(saved, desired), { remove: desired.absent });
       if (plan.script) {
         await this.iptables.restore(plan.script);
         for (const name of plan.rebuilt) this.rebaseChain(name);
@@ -439,6 +439,15 @@ export class TrafficMonitor {
       this.logger.warn('traffic shaping not applied', { serviceId: entry.serviceId, err });
     }
   }
+}
+
+/**
+ * The tables to plan: filter always; nat when a service exposes a port or the kernel already has a
+ * nat table (made by smd's MASQUERADE), so that a device without NAT support keeps its accounting.
+ */
+function tablesFor(saved: SavedRuleset, desired: DesiredTables): Record<string, DesiredChain[]> {
+  const nat = desired.nat.length > 1 || saved.has('nat');
+  return nat ? { filter: desired.filter, nat: desired.nat } : { filter: desired.filter };
 }
 
 /** What identifies a policy for the rule cache: its JSON (absent and empty alike). */

@@ -78,6 +78,8 @@ t.test('network policy through the daemon', async (t) => {
   t.equal(op.state, 'succeeded', JSON.stringify(op.error));
   const svc = await client.call<Svc & { settings: Record<string, unknown> }>('services.get', { id: 'hello-http' });
   t.same(svc.settings.exposedPorts, [{ port: 8080, protocol: 'tcp', hostPort: 8088 }], 'services.get shows the policy');
+  const described = await client.call<{ columns: { name: string; type: string }[] }>('db.describe', { table: 'services' });
+  t.match(described.columns.find((col) => col.name === 'networkPolicy'), { type: 'TEXT' }, 'db.describe services shows where the policy is stored');
   const pid0 = await mainPid('hello-http');
 
   await t.test('a LAN client reaches device:hostPort and gets the page', async (t) => {

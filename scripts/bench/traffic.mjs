@@ -10,6 +10,9 @@
 // 2 system chains; and 400 service chains as an extra point), against the per-chain
 // listing of the reference system (one `iptables -L CHAIN -v -x -n` per chain), and the CPU share
 // of sampling at the default interval.
+// Then, with the 200 services: the cost of one sample and of one rule change (one service's
+// setting changed: a restore of its chains) without any network policy (today's figures, the
+// baseline) and with every service having 2 exposed ports, 5 traffic rules and egress deny.
 // Prints one JSON object: {name:"traffic", figures:[{name, value, unit, baseline?, ratio?, target?}]}.
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -118,9 +121,66 @@ async function main() {
     );
     process.stderr.write(`traffic bench: ${label} (${chains.length} chains incl. system): sample ${sample.toFixed(1)} ms, per-chain listing ${listing.toFixed(0)} ms\n`);
   }
+  figures.push(...(await policyFigures(mon, added, runs)));
   await mon.reconcile(new Set());
   await mon.stop();
   opened.close();
   rmSync(dir, { recursive: true, force: true });
   process.stdout.write(JSON.stringify({ name: 'traffic', figures }) + '\n');
+}
+
+/** Median of `runs` timings of `fn`. */
+async function timed(runs, fn) {
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn(i);
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+/**
+ * Sample and rule-change cost for `n` services, without a policy and with one each (2 exposed
+ * ports, 5 rules, egress deny). A rule change without a policy is one service's chains rebuilt
+ * (a changed address); with one, a changed rule of one service (its policy chain rebuilt). Both
+ * are one iptables-save and one iptables-restore.
+ */
+async function policyFigures(mon, n, runs) {
+  const addr = (i) => `172.30.${(i + 2) >> 8}.${(i + 2) & 255}`;
+  const limits = { ulLimit: 1e12, dlLimit: 1e12, ulSpeed: null, dlSpeed: null };
+  const plainSample = await timed(runs, () => mon.sampleNow());
+  // Today's rule change: one service's chains rebuilt (here by moving it between two addresses).
+  const plainChange = await timed(runs, (k) => mon.addService('bench-0', `172.30.250.${1 + (k % 2)}`, limits));
+  await mon.addService('bench-0', addr(0), limits);
+  const policy = (i, k = 0) => ({
+    exposedPorts: [
+      { port: 80, protocol: 'tcp', hostPort: 10000 + 2 * i },
+      { port: 5683, protocol: 'udp', hostPort: 10001 + 2 * i },
+    ],
+    trafficRules: [
+      { id: 'cloud', priority: 10, direction: 'out', action: 'allow', filter: { cidr: '203.0.113.0/24', protocol: 'tcp', ports: [443, 8883] } },
+      { id: 'ntp', priority: 20, direction: 'out', action: 'allow', filter: { protocol: 'udp', ports: [123] } },
+      { id: 'lan', priority: 30, direction: 'out', action: 'reject', filter: { cidr: `10.${k % 250}.0.0/16` } },
+      { id: 'ops', priority: 10, direction: 'in', action: 'allow', filter: { cidr: '198.51.100.0/24' } },
+      { id: 'bad', priority: 20, direction: 'in', action: 'drop', filter: { cidr: '192.0.2.0/24', protocol: 'tcp' } },
+    ],
+    egress: 'deny',
+    nameservers: ['192.0.2.53'],
+  });
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await mon.addService(`bench-${i}`, addr(i), { ...limits, policy: policy(i) });
+  const applyAll = performance.now() - t0;
+  for (let i = 0; i < 3; i++) await mon.sampleNow();
+  const policySample = await timed(runs, () => mon.sampleNow());
+  const policyChange = await timed(runs, (k) => mon.addService('bench-0', addr(0), { ...limits, policy: policy(0, k + 1) }));
+  const [save] = [await (await import('node:util')).promisify((await import('node:child_process')).execFile)('iptables-save', ['-c'])];
+  const rules = save.stdout.split('\n').filter((l) => /^(\[\d+:\d+\] )?-A /.test(l)).length;
+  process.stderr.write(`traffic bench: ${n} services with policy (${rules} rules in all tables): sample ${policySample.toFixed(1)} ms (without ${plainSample.toFixed(1)}), one rule change ${policyChange.toFixed(1)} ms (without ${plainChange.toFixed(1)})\n`);
+  return [
+    figure(`policy_sample_ms_${n}_services_2_ports_5_rules`, policySample, 'ms', { baseline: plainSample }),
+    figure(`policy_rule_change_ms_${n}_services_2_ports_5_rules`, policyChange, 'ms', { baseline: plainChange }),
+    figure(`policy_apply_all_ms_${n}_services`, applyAll, 'ms'),
+    figure(`policy_rules_total_${n}_services`, rules, 'rules'),
+  ];
 }

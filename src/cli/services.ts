@@ -20,6 +20,31 @@ interface Svc {
 
 const row = (s: Svc) => ({ id: s.id, version: s.version, state: STATE_NAMES[s.state] ?? s.state, status: s.status === 0 ? 'ok' : 'error', started: time(s.startat), layers: s.layers.length });
 
+type PolicyView = {
+  exposedPorts?: { port: number; protocol: string; hostPort?: number; interfaces?: string[] }[];
+  trafficRules?: { id: string; priority: number; direction: string; action: string; filter?: { cidr?: string; protocol?: string; ports?: number[] } }[];
+  egress?: string;
+  dnsRules?: { domain: string; ip: string }[];
+  nameservers?: string[];
+};
+
+/** The network policy as readable lines: `8088/tcp -> 8080`, `10 out allow tcp 203.0.113.0/24:80,443`, ... */
+export function policyLines(settings: Record<string, unknown>): Record<string, string> {
+  const p = settings as PolicyView;
+  return {
+    ports: p.exposedPorts?.length ? p.exposedPorts.map((e) => `${e.hostPort ?? e.port}/${e.protocol} -> ${e.port}${e.interfaces ? ` (${e.interfaces.join(',')})` : ''}`).join(', ') : '-',
+    egress: p.egress ?? 'allow',
+    rules: p.trafficRules?.length
+      ? [...p.trafficRules]
+          .sort((a, b) => a.priority - b.priority || a.id.localeCompare(b.id))
+          .map((r) => `${r.priority} ${r.id}: ${r.direction} ${r.action} ${r.filter?.protocol ?? 'all'} ${r.filter?.cidr ?? 'any'}${r.filter?.ports ? ':' + r.filter.ports.join(',') : ''}`)
+          .join('; ')
+      : '-',
+    dns: p.dnsRules?.length ? p.dnsRules.map((r) => `${r.domain}=${r.ip}`).join(', ') : '-',
+    ...(p.nameservers ? { nameservers: p.nameservers.join(', ') } : {}),
+  };
+}
+
 /** Parses `key=value` settings; values are JSON when they parse, strings otherwise. */
 function parseSettings(pairs: string[]): Record<string, unknown> {
   const settings: Record<string, unknown> = {};
@@ -59,7 +84,7 @@ export function registerServiceCommands(): void {
           const live = s.live
             ? { active: `${s.live.activeState}/${s.live.subState}`, mainPid: s.live.mainPid, since: time(s.live.since), uptime: s.live.since ? duration(Date.now() - s.live.since) : '-', restarts: s.live.restarts, memory: s.live.memoryCurrent === null ? '-' : bytes(s.live.memoryCurrent) }
             : { active: 'systemd unreachable' };
-          return keyValues({ ...row(s), unit: s.unit, signedBy: s.signedBy ?? '-', ...live, settings: s.settings, layers: s.layers.join(' ') });
+          return keyValues({ ...row(s), unit: s.unit, signedBy: s.signedBy ?? '-', ...live, ...policyLines(s.settings), settings: s.settings, layers: s.layers.join(' ') });
         });
       }),
     );

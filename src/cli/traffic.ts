@@ -8,6 +8,8 @@ interface Row {
   bytes: number;
   limit: number | null;
   blocked: boolean;
+  /** Packets the service's network policy dropped (absent from daemons before it). */
+  dropped?: number;
   periodStart: number;
 }
 
@@ -20,10 +22,11 @@ export function renderTraffic(rows: Row[]): string {
       bytes: bytes(r.bytes),
       limit: r.limit === null ? '-' : bytes(r.limit),
       blocked: r.blocked ? 'BLOCKED' : '',
+      dropped: r.serviceId === null || r.dropped === undefined ? '-' : `${r.dropped} pkt`,
       since: time(r.periodStart),
       chain: r.chain,
     })),
-    ['service', 'direction', 'bytes', 'limit', 'blocked', 'since', 'chain'],
+    ['service', 'direction', 'bytes', 'limit', 'blocked', 'dropped', 'since', 'chain'],
   );
 }
 

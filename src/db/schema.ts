@@ -56,6 +56,8 @@ export const services = sqliteTable(
     desired: text('desired').notNull().default('running'),
     /** Id of the trusted key (images.trust.keys) whose signature the installed image carried; null when unsigned (SPEC 13). */
     signedBy: text('signedBy'),
+    /** Network policy settings (exposedPorts, trafficRules, egress, dnsRules, nameservers), JSON; null when none (SPEC 5). */
+    networkPolicy: text('networkPolicy'),
     ...stamps,
     rowVersion,
   },

@@ -82,6 +82,7 @@ export const ConfigSchema = z.object({
       Env: StringList,
       WorkingDir: z.string().nullish(),
       User: z.string().nullish(),
+      ExposedPorts: z.record(z.string(), z.unknown()).nullish(),
     })
     .nullish(),
   /** Digests of the uncompressed layer tars (what a Docker archive's layers are checked against). */
@@ -260,6 +261,7 @@ export function imageInfoFrom(args: {
       env: cc.Env ?? [],
       workingDir: cc.WorkingDir ?? '',
       user: cc.User ?? '',
+      ...(cc.ExposedPorts && Object.keys(cc.ExposedPorts).length ? { exposedPorts: Object.keys(cc.ExposedPorts) } : {}),
     },
     layers,
     annotations,

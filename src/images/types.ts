@@ -45,6 +45,8 @@ export interface ImageConfig {
   env: string[];
   workingDir: string;
   user: string;
+  /** The config's ExposedPorts keys (`8080/tcp`), when it has any: the default `port` of `exposedPorts`. */
+  exposedPorts?: string[];
 }
 
 export interface ImageInfo {

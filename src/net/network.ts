@@ -223,6 +223,8 @@ export class NetworkManager {
       // For hosts whose FORWARD policy is DROP; appended, so traffic chains (inserted first) still count.
       { table: 'filter', chain: 'FORWARD', spec: ['-i', br, '-j', 'ACCEPT'] },
       { table: 'filter', chain: 'FORWARD', spec: ['-o', br, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT'] },
+      // Connections to a service's exposed port (DNAT by the traffic monitor's SMD_PORTS), past its policy chain.
+      { table: 'filter', chain: 'FORWARD', spec: ['-o', br, '-m', 'conntrack', '--ctstate', 'DNAT', '-j', 'ACCEPT'] },
     ];
     try {
       await this.writeProcSys('/proc/sys/net/ipv4/ip_forward', '1\n').catch((err: unknown) => {

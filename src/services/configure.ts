@@ -2,11 +2,15 @@ import { SmError, toSmError } from '../errors.js';
 import { withService, type ServiceContext } from './context.js';
 import type { ServiceFiles } from './files.js';
 import { usersKey } from './layout.js';
+import { checkPortConflicts, resolvePorts } from './ports.js';
 import type { Lifecycle } from './lifecycle.js';
 import { columnsToSettings, settingsToColumns, type Settings } from './settings.js';
-import type { Row, Service } from './types.js';
+import type { ImageConfigJson, Row, Service } from './types.js';
 
-/** services.configure: settings changed, applied to the unit, quotas and traffic limits at once. */
+/**
+ * services.configure: settings changed, applied to the unit, quotas, traffic limits and the
+ * network policy at once (the policy and DNS rules without a restart).
+ */
 export class Configurator {
   constructor(
     private readonly ctx: ServiceContext,
@@ -21,10 +25,11 @@ export class Configurator {
       if (expectedRowVersion !== undefined && expectedRowVersion !== row.rowVersion) {
         throw new SmError('CONFLICT', `${id} changed meanwhile (rowVersion ${row.rowVersion}, expected ${expectedRowVersion})`, { rowVersion: row.rowVersion });
       }
-      const settings = { ...columnsToSettings(row), ...changes };
+      const settings = resolvePorts({ ...columnsToSettings(row), ...changes }, (JSON.parse(row.imageConfig) as ImageConfigJson).exposedPorts);
       const columns = settingsToColumns(settings);
       const changed = Object.entries(columns).some(([k, v]) => (row as Record<string, unknown>)[k] !== v);
       if (!changed) return this.lifecycle.view(id);
+      if (changes.exposedPorts) checkPortConflicts(repo.all(), id, settings);
       repo.setSettings(row, settings);
       const updated = repo.get(id);
       const shouldRun = this.lifecycle.shouldRun(updated, repo.attachedTo(users));

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { parseLayerList } from '../layers/store.js';
+import { renderHosts, renderResolvConf } from '../net/dns.js';
 import { renderUnit } from '../systemd/unit.js';
 import type { ServiceContext } from './context.js';
 import { usersKey } from './layout.js';
@@ -33,8 +34,15 @@ export class ServiceFiles {
     const quotas = opts.quotas ?? true;
     if (!quotas || (!row.storageLimit && !row.stateLimit)) await Promise.all([host.ensureStorage(data, owner, null), host.ensureStorage(state, owner, null)]);
     else for (const [dir, limit] of [[data, row.storageLimit], [state, row.stateLimit]] as const) await host.ensureStorage(dir, owner, limit ?? null);
-    const network = this.ctx.networking ? await this.ctx.networking.ensure(row.id, columnsToSettings(row)) : null;
-    const text = renderUnit(unitSpecOf(row, { rootDirectory: layout.rootDir(id), dataDir: data, stateDir: state, netnsPath: network?.netnsPath }, this.ctx.config.systemd));
+    const settings = columnsToSettings(row);
+    const network = this.ctx.networking ? await this.ctx.networking.ensure(row.id, settings) : null;
+    // Its own names (dnsRules) and resolvers, rewritten in place: a change reaches the running service.
+    const etc = network ? { hostsFile: join(layout.serviceDir(id), 'hosts'), resolvConf: join(layout.serviceDir(id), 'resolv.conf') } : {};
+    if (network) {
+      await host.writeInPlace(etc.hostsFile!, renderHosts(settings.hostname, settings.dnsRules ?? []));
+      await host.writeInPlace(etc.resolvConf!, renderResolvConf(network.nameservers ?? []));
+    }
+    const text = renderUnit(unitSpecOf(row, { rootDirectory: layout.rootDir(id), dataDir: data, stateDir: state, netnsPath: network?.netnsPath, ...etc }, this.ctx.config.systemd));
     if (host.readText(join(this.ctx.config.systemd.unitDir, row.unit!)) === text) return false;
     await this.ctx.systemd.writeUnit(row.unit!, text, { reload: opts.reload ?? true });
     return true;

@@ -3,6 +3,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { ensureOwnedDir } from '../fs/dirs.js';
 import { mountOverlay, mountPoints, unmount } from '../fs/mounts.js';
 import { MIN_QUOTA_BYTES, ensureQuotaMount, quotaImagePath, releaseQuotaMount, removeQuota, resizeQuota } from '../fs/quota.js';
+import { writeInPlace } from '../net/dns.js';
 import { ensureAccount, removeAccount } from './accounts.js';
 
 export interface Owner {
@@ -41,6 +42,8 @@ export interface HostProvisioning {
   exists(path: string): boolean;
   /** A small file's text, or null when it cannot be read. Synchronous: cheap for unit files. */
   readText(path: string): string | null;
+  /** Rewrites a small file in place (a bind-mounted file keeps its inode), only when it differs. */
+  writeInPlace(path: string, text: string): Promise<boolean>;
 }
 
 /** The real host: src/services/accounts.ts, src/fs/quota.ts and src/fs/mounts.ts. */
@@ -121,5 +124,9 @@ export class HostSystem implements HostProvisioning {
     } catch {
       return null;
     }
+  }
+
+  writeInPlace(path: string, text: string): Promise<boolean> {
+    return writeInPlace(path, text);
   }
 }

@@ -5,6 +5,7 @@ import type { Operation, OperationHandle } from '../operations/operations.js';
 import { ignoreUnknownUnit, withService, type ServiceContext } from './context.js';
 import type { ServiceFiles } from './files.js';
 import { SERVICE_ID } from './layout.js';
+import { checkPortConflicts, resolvePorts } from './ports.js';
 import type { Lifecycle } from './lifecycle.js';
 import type { Removal } from './removal.js';
 import { columnsToSettings, settingsFromAnnotations, type Settings } from './settings.js';
@@ -29,6 +30,8 @@ export class Installer {
       const existing = this.ctx.repo.find(req.id);
       if (existing && !this.isAttachable(existing, req.version, req.force, this.ctx.repo.currentUsers())) checkVersion(existing, req.version, req.force ?? false);
     }
+    // Ports asked for in the request: refused at once (the operation checks again with the image's defaults).
+    if (req.settings?.exposedPorts) checkPortConflicts(this.ctx.repo.all(), req.id ?? '', req.settings);
   }
 
   install(req: InstallRequest): Operation {
@@ -48,7 +51,7 @@ export class Installer {
         op.setTarget(id);
         const installed = withService(this.ctx, id, async (users) => {
           const existing = this.ctx.repo.find(id);
-          const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) };
+          const settings = resolvePorts({ ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(req.settings ?? {}) }, image.config.exposedPorts);
           if (existing) {
             if (this.isAttachable(existing, version, req.force, users)) return this.attach(op, existing, users);
             checkVersion(existing, version, req.force ?? false);
@@ -82,6 +85,7 @@ export class Installer {
     try {
       await this.ctx.layers.exclusive(async () => {
         await this.ctx.layers.ensureLayers(image, {}, (f) => op.progress(10 + f * 60));
+        checkPortConflicts(this.ctx.repo.all(), id, settings);
         this.ctx.repo.insert(id, version, layerDigests(image), imageConfigOf(image), settings, users, signedBy);
       });
       op.step('prepare');
@@ -108,7 +112,7 @@ export class Installer {
     const { id, version, image } = item;
     if (image.config.entrypoint.length + image.config.cmd.length === 0) throw new SmError('INVALID_IMAGE', `the image of ${id} has neither Entrypoint nor Cmd`);
     const existing = this.ctx.repo.find(id);
-    const settings = { ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(item.settings ?? {}) };
+    const settings = resolvePorts({ ...settingsFromAnnotations(image.annotations), ...(existing ? columnsToSettings(existing) : {}), ...(item.settings ?? {}) }, image.config.exposedPorts);
     if (existing) {
       await this.applyUpdate(op, existing, image, version, settings, users, item.signedBy);
       return { mode: 'update', previous: existing };
@@ -135,6 +139,8 @@ export class Installer {
   private async applyUpdate(op: OperationHandle, previous: Row, image: ImageInfo, version: number, settings: Settings, users: string, signedBy: string | null): Promise<void> {
     const id = previous.id;
     const { repo, layers } = this.ctx;
+    // Before anything stops: a port another service holds refuses the update, nothing to roll back.
+    checkPortConflicts(repo.all(), id, settings);
     op.record({ mode: 'update', previous });
     op.step('stop-previous', `v${previous.version}`);
     try {
@@ -212,7 +218,7 @@ function layerDigests(image: ImageInfo): string[] {
 }
 
 function imageConfigOf(image: ImageInfo): ImageConfigJson {
-  return { entrypoint: image.config.entrypoint, cmd: image.config.cmd, env: image.config.env, workingDir: image.config.workingDir };
+  return { entrypoint: image.config.entrypoint, cmd: image.config.cmd, env: image.config.env, workingDir: image.config.workingDir, ...(image.config.exposedPorts ? { exposedPorts: image.config.exposedPorts } : {}) };
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { alertRulesSchema } from '../alerts/rules.js';
 import type { services } from '../db/schema.js';
+import { POLICY_KEYS, policySettingsShape, type PolicySettings } from '../traffic/policy-schema.js';
 
 const bytes = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
@@ -29,13 +30,15 @@ export const settingsSchema = z.strictObject({
   cpuQuota: z.number().positive().max(100_000).optional(),
   tasksMax: z.number().int().positive().optional(),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'), z.string().max(32_768)).optional(),
+  // Network policy (SPEC 5): exposedPorts, trafficRules, egress, dnsRules, nameservers.
+  ...policySettingsShape,
 });
 export type Settings = z.output<typeof settingsSchema>;
 
 type ServiceRow = typeof services.$inferSelect;
 type SettingsColumns = Pick<
   ServiceRow,
-  'serviceProvider' | 'hostname' | 'ttl' | 'permissions' | 'alertRules' | 'ulLimit' | 'dlLimit' | 'ulSpeed' | 'dlSpeed' | 'storageLimit' | 'stateLimit' | 'deviceResources' | 'settings'
+  'serviceProvider' | 'hostname' | 'ttl' | 'permissions' | 'alertRules' | 'ulLimit' | 'dlLimit' | 'ulSpeed' | 'dlSpeed' | 'storageLimit' | 'stateLimit' | 'deviceResources' | 'settings' | 'networkPolicy'
 >;
 
 /** Settings as the columns store them (JSON where the column is TEXT; the rest in `settings`). */
@@ -56,7 +59,19 @@ export function settingsToColumns(s: Settings): SettingsColumns {
     stateLimit: s.stateLimit ?? null,
     deviceResources: json(s.deviceResources),
     settings: JSON.stringify(extra),
+    networkPolicy: policyColumn(s),
   };
+}
+
+/** The policy settings as the `networkPolicy` column keeps them: JSON of the set fields, null when none. */
+function policyColumn(s: Settings): string | null {
+  const set = POLICY_KEYS.filter((k) => s[k] !== undefined);
+  return set.length === 0 ? null : JSON.stringify(Object.fromEntries(set.map((k) => [k, s[k]])));
+}
+
+/** The policy fields of some settings (those set). */
+export function policySettingsOf(s: Settings): PolicySettings {
+  return Object.fromEntries(POLICY_KEYS.filter((k) => s[k] !== undefined).map((k) => [k, s[k]])) as PolicySettings;
 }
 
 export function columnsToSettings(row: SettingsColumns): Settings {
@@ -76,6 +91,7 @@ export function columnsToSettings(row: SettingsColumns): Settings {
     stateLimit: row.stateLimit ?? undefined,
     deviceResources: parse(row.deviceResources),
     ...extra,
+    ...(parse(row.networkPolicy ?? null) as PolicySettings | undefined),
   };
   return Object.fromEntries(Object.entries(all).filter(([, v]) => v !== undefined)) as Settings;
 }

@@ -9,7 +9,7 @@ export const STATUS = { ok: 0, error: 1 } as const;
 export type Row = typeof services.$inferSelect;
 
 /** What smd keeps of an image's config in services.imageConfig. */
-export type ImageConfigJson = { entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string };
+export type ImageConfigJson = { entrypoint: string[]; cmd: string[]; env: string[]; workingDir: string; exposedPorts?: string[] };
 
 /** The Service object clients see (SPEC section 7). */
 export interface Service {
@@ -48,7 +48,7 @@ export interface LiveView {
 /** What a service's network provides to its unit; supplied by the traffic module when enabled. */
 export interface ServiceNetworking {
   /** Creates (idempotently) the service's namespace, address and accounting; called before each start. */
-  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string; address: string }>;
+  ensure(serviceId: string, limits: Settings): Promise<{ netnsPath: string; address: string; nameservers?: string[] }>;
   remove(serviceId: string): Promise<void>;
   /** The service's address on smd's bridge, if it has one. */
   address(serviceId: string): string | null;

@@ -10,6 +10,9 @@ export interface UnitPlaces {
   stateDir: string;
   /** The service's network namespace, when traffic is enabled. */
   netnsPath?: string | undefined;
+  /** The service's own hosts and resolv.conf (with its network), bound read-only over /etc's. */
+  hostsFile?: string | undefined;
+  resolvConf?: string | undefined;
 }
 
 /** The unit a row runs as: pure, from the row, where its pieces are and the systemd settings. */
@@ -34,6 +37,8 @@ export function unitSpecOf(row: Row, places: UnitPlaces, systemd: Pick<Config['s
     bindMounts: [
       { source: places.dataDir, target: '/data' },
       { source: places.stateDir, target: '/state' },
+      ...(places.hostsFile ? [{ source: places.hostsFile, target: '/etc/hosts', readOnly: true }] : []),
+      ...(places.resolvConf ? [{ source: places.resolvConf, target: '/etc/resolv.conf', readOnly: true }] : []),
     ],
     ...(places.netnsPath ? { networkNamespacePath: places.netnsPath } : {}),
     limits: {

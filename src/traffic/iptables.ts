@@ -34,12 +34,12 @@ export class Iptables {
     this.timeoutMs = opts.timeoutMs ?? 15_000;
   }
 
-  /** All rules and exact counters of one table in one call. */
-  async saveText(table = 'filter'): Promise<string> {
-    return (await this.saveRunner(this.bin.save, ['-c', '-t', table], { timeoutMs: this.timeoutMs, errorCode: 'UNAVAILABLE' })).stdout;
+  /** All rules and exact counters of one table (null: of every table) in one call. */
+  async saveText(table: string | null = 'filter'): Promise<string> {
+    return (await this.saveRunner(this.bin.save, table === null ? ['-c'] : ['-c', '-t', table], { timeoutMs: this.timeoutMs, errorCode: 'UNAVAILABLE' })).stdout;
   }
 
-  async save(table = 'filter'): Promise<SavedRuleset> {
+  async save(table: string | null = 'filter'): Promise<SavedRuleset> {
     return parseIptablesSave(await this.saveText(table));
   }
 

@@ -9,6 +9,8 @@ const trafficRow = z.object({
   bytes: z.number(),
   limit: z.number().nullable(),
   blocked: z.boolean(),
+  /** Packets the service's network policy dropped or refused (0 for the system chains). */
+  dropped: z.number(),
   periodStart: z.number(),
 });
 

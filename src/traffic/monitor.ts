@@ -16,11 +16,12 @@ import { alertLimit, limitPayload } from './limit-alerts.js';
 import { resumeTotal, TrafficStore, type StoredRow } from './store.js';
 import type { ServiceTrafficOptions, TrafficRow } from './types.js';
 import { Iptables, type IptablesBinaries } from './iptables.js';
-import { countingBytes } from './parse.js';
+import { countingBytes, droppedPackets, type SavedRuleset } from './parse.js';
 import { periodStart as periodStartOf, type Period } from './period.js';
-import { forwardChainRules, planRules, serviceChainRules, systemChainRules, type DesiredChain } from './rules.js';
+import { forwardChainRules, planRuleset, serviceChainRules, systemChainRules, type DesiredChain } from './rules.js';
 import { Shaper } from './shaper.js';
-import { serviceChain, systemChain, type Direction } from './naming.js';
+import { allServiceChains, policyChain, serviceChain, systemChain, type Direction } from './naming.js';
+import { policyDispatch, servicePolicyChains } from './policy.js';
 
 export interface TrafficMonitorOptions {
   db: Db;
@@ -42,6 +43,20 @@ interface ChainEntry {
   total: ChainTotal;
   /** The DROP rule is in place (set only after the restore that put it there succeeded). */
   blocked: boolean;
+  /** Service chains: packets their policy chain (`SMD_<h>_POL_<dir>`) dropped or refused. */
+  dropped?: DropEntry;
+}
+
+/** The dropped-packet total of one policy chain, persisted under the policy chain's name. */
+interface DropEntry {
+  chain: string;
+  total: ChainTotal;
+}
+
+/** The chains smd wants, by table. */
+interface DesiredTables {
+  filter: DesiredChain[];
+  nat: DesiredChain[];
 }
 
 interface ServiceEntry {
@@ -50,8 +65,10 @@ interface ServiceEntry {
   opts: ServiceTrafficOptions;
   in: ChainEntry;
   out: ChainEntry;
-  /** The desired chains, rebuilt only when the address or a block changes. */
-  rules?: { key: string; chains: DesiredChain[] };
+  /** The desired chains, rebuilt only when the address, the policy or a block changes; `absent`: its chains it does not want. */
+  rules?: { key: string; filter: DesiredChain[]; nat: DesiredChain[]; absent: string[] };
+  /** The policy as the key of `rules` knows it. */
+  policyKey: string;
 }
 
 export type { ServiceTrafficOptions, TrafficLimits, TrafficRow } from './types.js';
@@ -74,7 +91,7 @@ export class TrafficMonitor {
   private started = false;
   private queue: Promise<unknown> = Promise.resolve();
   /** System and dispatch chains: they change only with the configuration. */
-  private fixedChains: DesiredChain[] | null = null;
+  private fixedChains: DesiredTables | null = null;
   private readonly store: TrafficStore;
 
   constructor(opts: TrafficMonitorOptions) {
@@ -142,6 +159,7 @@ export class TrafficMonitor {
         opts: { ...opts },
         in: prev?.in ?? this.register(serviceChain(serviceId, 'in'), serviceId, 'in'),
         out: prev?.out ?? this.register(serviceChain(serviceId, 'out'), serviceId, 'out'),
+        policyKey: policyKeyOf(opts),
       };
       this.services.set(serviceId, entry);
       if (this.config.enabled && this.started) await this.tick(false);
@@ -155,6 +173,7 @@ export class TrafficMonitor {
       const entry = this.services.get(serviceId);
       if (!entry) return;
       entry.opts = { ...entry.opts, ...limits };
+      entry.policyKey = policyKeyOf(entry.opts);
       if (this.config.enabled && this.started) await this.tick(false);
       await this.shape(entry);
     });
@@ -163,7 +182,7 @@ export class TrafficMonitor {
   /** Deletes the service's chains, hooks and stored totals. */
   async removeService(serviceId: string): Promise<void> {
     await this.serial(async () => {
-      const names = [serviceChain(serviceId, 'in'), serviceChain(serviceId, 'out')];
+      const names = allServiceChains(serviceId);
       this.services.delete(serviceId);
       for (const n of names) {
         this.chains.delete(n);
@@ -172,8 +191,8 @@ export class TrafficMonitor {
       }
       if (!this.config.enabled) return;
       try {
-        const current = (await this.iptables.save()).get('filter');
-        const plan = planRules(current, [], { remove: names });
+        const current = await this.iptables.save(null);
+        const plan = planRuleset(current, { filter: [], nat: [] }, { remove: names });
         if (plan.script) await this.iptables.restore(plan.script);
       } catch (err) {
         this.degrade(err);
@@ -195,16 +214,18 @@ export class TrafficMonitor {
         this.chains.delete(e.in.chain);
         this.chains.delete(e.out.chain);
       }
+      const dropChains = new Set([...this.chains.values()].map((c) => c.dropped?.chain));
       for (const r of this.store.serviceChains()) {
-        if (liveServiceIds.has(r.serviceId) && this.chains.has(r.chain)) continue;
+        if (liveServiceIds.has(r.serviceId) && (this.chains.has(r.chain) || dropChains.has(r.chain))) continue;
         this.store.deleteChain(r.chain);
         this.stored.delete(r.chain);
         removed.add(r.chain);
       }
       if (this.config.enabled) {
         try {
-          const current = (await this.iptables.save()).get('filter');
-          const plan = planRules(current, this.desired(), { removeOthers: true });
+          const current = await this.iptables.save(null);
+          const desired = this.desired();
+          const plan = planRuleset(current, tablesFor(current, desired), { removeOthers: true });
           if (plan.script) await this.iptables.restore(plan.script);
           for (const c of plan.rebuilt) this.rebaseChain(c);
           for (const c of plan.removed) removed.add(c);
@@ -251,8 +272,13 @@ export class TrafficMonitor {
   private register(chain: string, serviceId: string | null, direction: Direction): ChainEntry {
     const existing = this.chains.get(chain);
     if (existing) return existing;
-    const total = resumeTotal(this.stored.get(chain), periodStartOf(this.now(), this.period));
+    const start = periodStartOf(this.now(), this.period);
+    const total = resumeTotal(this.stored.get(chain), start);
     const entry: ChainEntry = { chain, serviceId, direction, total, blocked: false };
+    if (serviceId !== null) {
+      const pol = policyChain(serviceId, direction);
+      entry.dropped = { chain: pol, total: resumeTotal(this.stored.get(pol), start) };
+    }
     this.chains.set(chain, entry);
     return entry;
   }
@@ -272,28 +298,37 @@ export class TrafficMonitor {
       bytes: Number(totalOf(c.total)),
       limit: this.limitOf(c),
       blocked: c.blocked,
+      dropped: c.dropped ? Number(totalOf(c.dropped.total)) : 0,
       periodStart: c.total.periodStart,
     };
   }
 
   /** `blockedOf` gives the block wanted for a chain (default: the one in place). */
-  private desired(blockedOf: (c: ChainEntry) => boolean = (c) => c.blocked): DesiredChain[] {
+  private desired(blockedOf: (c: ChainEntry) => boolean = (c) => c.blocked): DesiredTables & { absent: string[] } {
     const local = this.config.localSubnets;
-    this.fixedChains ??= [systemChainRules('in', local), systemChainRules('out', local), forwardChainRules('in', local), forwardChainRules('out', local)];
-    const out: DesiredChain[] = [...this.fixedChains];
+    if (!this.fixedChains) {
+      const dispatch = policyDispatch();
+      // SMD_POLICY last: its hook, inserted first in FORWARD after the others, runs before counting.
+      this.fixedChains = { filter: [systemChainRules('in', local), systemChainRules('out', local), forwardChainRules('in', local), forwardChainRules('out', local), dispatch.filter], nat: [dispatch.nat] };
+    }
+    const filter: DesiredChain[] = [...this.fixedChains.filter];
+    const nat: DesiredChain[] = [...this.fixedChains.nat];
+    const absent: string[] = [];
     for (const s of this.services.values()) {
       const bin = blockedOf(s.in);
       const bout = blockedOf(s.out);
-      const key = `${s.address} ${bin} ${bout}`;
+      const key = `${s.address} ${bin} ${bout} ${s.policyKey}`;
       if (s.rules?.key !== key) {
-        s.rules = {
-          key,
-          chains: [serviceChainRules(s.in.chain, 'in', s.address, bin), serviceChainRules(s.out.chain, 'out', s.address, bout)],
-        };
+        const policy = s.opts.policy ? servicePolicyChains(s.serviceId, s.address, s.opts.policy) : { filter: [], nat: [] };
+        const own = [serviceChainRules(s.in.chain, 'in', s.address, bin), serviceChainRules(s.out.chain, 'out', s.address, bout), ...policy.filter];
+        const wanted = new Set([...own, ...policy.nat].map((c) => c.name));
+        s.rules = { key, filter: own, nat: policy.nat, absent: allServiceChains(s.serviceId).filter((n) => !wanted.has(n)) };
       }
-      out.push(...s.rules.chains);
+      filter.push(...s.rules.filter);
+      nat.push(...s.rules.nat);
+      absent.push(...s.rules.absent);
     }
-    return out;
+    return { filter, nat, absent };
   }
 
   private degrade(err: unknown): void {
@@ -312,20 +347,27 @@ export class TrafficMonitor {
   private async tick(publish: boolean): Promise<void> {
     const now = this.now();
     const start = periodStartOf(now, this.period);
-    let current;
+    let saved: SavedRuleset;
     try {
-      current = (await this.iptables.save()).get('filter');
+      saved = await this.iptables.save(null);
     } catch (err) {
       this.degrade(err);
       return;
     }
+    const current = saved.get('filter');
     const counters = countingBytes(current);
+    const drops = droppedPackets(current);
     const crossed: ChainEntry[] = [];
     const wanted = new Map<ChainEntry, boolean>();
     for (const c of this.chains.values()) {
       const counter = counters.get(c.chain);
       if (counter !== undefined) c.total = observe(c.total, counter, start);
       else if (c.total.periodStart !== start) c.total = startTotal(0n, start);
+      if (c.dropped) {
+        const d = drops.get(c.dropped.chain);
+        if (d !== undefined) c.dropped.total = observe(c.dropped.total, d, start);
+        else if (c.dropped.total.periodStart !== start) c.dropped.total = startTotal(0n, start);
+      }
       const limit = this.limitOf(c);
       const over = limit !== null && totalOf(c.total) >= BigInt(limit);
       if (over && !c.blocked) crossed.push(c);
@@ -333,7 +375,8 @@ export class TrafficMonitor {
     }
     let applied = false;
     try {
-      const plan = planRules(current, this.desired((c) => wanted.get(c) ?? c.blocked));
+      const desired = this.desired((c) => wanted.get(c) ?? c.blocked);
+      const plan = planRuleset(saved, tablesFor(saved, desired), { remove: desired.absent });
       if (plan.script) {
         await this.iptables.restore(plan.script);
         for (const name of plan.rebuilt) this.rebaseChain(name);
@@ -355,6 +398,7 @@ export class TrafficMonitor {
   private rebaseChain(name: string): void {
     const c = this.chains.get(name);
     if (c) c.total = rebase(c.total);
+    else for (const e of this.chains.values()) if (e.dropped?.chain === name) e.dropped.total = rebase(e.dropped.total);
   }
 
   private alert(c: ChainEntry, now: number): void {
@@ -367,15 +411,21 @@ export class TrafficMonitor {
 
   private persist(): void {
     const now = this.now();
-    const rows = [...this.chains.values()].map((c) => ({
-      chain: c.chain,
+    const rowOf = (chain: string, total: ChainTotal, c: ChainEntry) => ({
+      chain,
       time: now,
-      value: totalOf(c.total),
+      value: totalOf(total),
       serviceId: c.serviceId,
       direction: c.direction,
-      periodStart: c.total.periodStart,
-      counter: c.total.last === null ? null : c.total.last.toString(),
-    }));
+      periodStart: total.periodStart,
+      counter: total.last === null ? null : total.last.toString(),
+    });
+    const rows = [];
+    for (const c of this.chains.values()) {
+      rows.push(rowOf(c.chain, c.total, c));
+      // Dropped packets only once there were some: no row for services without a policy.
+      if (c.dropped && (c.dropped.total.last !== null || totalOf(c.dropped.total) > 0n)) rows.push(rowOf(c.dropped.chain, c.dropped.total, c));
+    }
     this.store.saveAll(rows);
     this.lastPersist = now;
   }
@@ -389,4 +439,18 @@ export class TrafficMonitor {
       this.logger.warn('traffic shaping not applied', { serviceId: entry.serviceId, err });
     }
   }
+}
+
+/**
+ * The tables to plan: filter always; nat when a service exposes a port or the kernel already has a
+ * nat table (made by smd's MASQUERADE), so that a device without NAT support keeps its accounting.
+ */
+function tablesFor(saved: SavedRuleset, desired: DesiredTables): Record<string, DesiredChain[]> {
+  const nat = desired.nat.length > 1 || saved.has('nat');
+  return nat ? { filter: desired.filter, nat: desired.nat } : { filter: desired.filter };
+}
+
+/** What identifies a policy for the rule cache: its JSON (absent and empty alike). */
+function policyKeyOf(opts: ServiceTrafficOptions): string {
+  return opts.policy ? JSON.stringify(opts.policy) : '';
 }

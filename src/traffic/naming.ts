@@ -29,7 +29,27 @@ export function forwardChain(direction: Direction): string {
   return direction === 'in' ? FORWARD_IN : FORWARD_OUT;
 }
 
-/** A chain smd owns (service, system or dispatch). */
+/** The filter dispatch chain hooked first to FORWARD that jumps to the services' policy chains. */
+export const POLICY = 'SMD_POLICY';
+/** The nat dispatch chain hooked to PREROUTING (for the device's own addresses) that jumps to the services' port chains. */
+export const PORTS = 'SMD_PORTS';
+
+/** `SMD_<12 hex>_POL_IN` / `_POL_OUT`: the service's traffic rules per direction (filter table). */
+export function policyChain(serviceId: string, direction: Direction): string {
+  return `${CHAIN_PREFIX}${chainHash(serviceId)}_POL_${direction === 'in' ? 'IN' : 'OUT'}`;
+}
+
+/** `SMD_<12 hex>_DNAT`: the service's exposed ports (nat table). */
+export function portsChain(serviceId: string): string {
+  return `${CHAIN_PREFIX}${chainHash(serviceId)}_DNAT`;
+}
+
+/** Every chain a service has, in any table. */
+export function allServiceChains(serviceId: string): string[] {
+  return [serviceChain(serviceId, 'in'), serviceChain(serviceId, 'out'), policyChain(serviceId, 'in'), policyChain(serviceId, 'out'), portsChain(serviceId)];
+}
+
+/** A chain smd owns (service, policy, ports, system or dispatch). */
 export function isSmdChain(name: string): boolean {
-  return /^SMD_([0-9A-F]{12}|SYSTEM|FORWARD)_(IN|OUT)$/.test(name);
+  return /^SMD_(([0-9A-F]{12}|SYSTEM|FORWARD)_(IN|OUT)|[0-9A-F]{12}_(POL_IN|POL_OUT|DNAT)|POLICY|PORTS)$/.test(name);
 }

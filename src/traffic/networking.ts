@@ -5,7 +5,9 @@
  * services still get their network and run unaccounted.
  */
 import type { Logger } from '../log.js';
+import { deviceNameservers } from '../net/dns.js';
 import type { NetworkManager } from '../net/network.js';
+import type { NetworkPolicy, PolicySettings } from './policy-schema.js';
 import type { TrafficMonitor } from './monitor.js';
 import type { TrafficLimits } from './types.js';
 
@@ -15,6 +17,14 @@ export interface LimitSettings {
   dlLimit?: number | undefined;
   ulSpeed?: number | undefined;
   dlSpeed?: number | undefined;
+}
+
+/** A service's limit and policy settings. */
+export type NetSettings = LimitSettings & PolicySettings;
+
+/** Settings to the policy the monitor enforces: absent lists are empty, egress allowed, the device's resolvers. */
+export function networkPolicy(s: PolicySettings, device: () => string[]): NetworkPolicy {
+  return { exposedPorts: s.exposedPorts ?? [], trafficRules: s.trafficRules ?? [], egress: s.egress ?? 'allow', nameservers: s.nameservers ?? device() };
 }
 
 /** Settings to the monitor's limits: absent is null (no limit, not shaped). */
@@ -39,6 +49,8 @@ export interface NetworkingDeps {
   network: Pick<NetworkManager, 'ensureBridge' | 'ensureServiceNetwork' | 'removeServiceNetwork' | 'addressOf' | 'health'>;
   traffic: Pick<TrafficMonitor, 'start' | 'addService' | 'removeService' | 'updateLimits' | 'health'>;
   logger: Logger;
+  /** The device's resolvers (default: src/net/dns.ts deviceNameservers). */
+  nameservers?: () => string[];
 }
 
 export class ServiceNetworks {
@@ -62,14 +74,24 @@ export class ServiceNetworks {
     return t.ok && n.ok ? t : { ok: false, detail: [t.ok ? null : t.detail, n.ok ? null : n.detail].filter(Boolean).join('; ') };
   }
 
-  /** Creates (idempotently) the service's namespace, address and accounting; accounting failing is logged. */
-  async ensure(serviceId: string, limits: LimitSettings): Promise<{ netnsPath: string; address: string }> {
+  /** The resolvers a service with these settings uses. */
+  nameservers(settings: PolicySettings): string[] {
+    return settings.nameservers ?? (this.deps.nameservers ?? deviceNameservers)();
+  }
+
+  /**
+   * Creates (idempotently) the service's namespace, address, accounting and network policy
+   * (applied live: a changed policy is one restore); accounting failing is logged.
+   */
+  async ensure(serviceId: string, settings: NetSettings): Promise<{ netnsPath: string; address: string; nameservers: string[] }> {
     const { network, traffic, logger } = this.deps;
     const n = await network.ensureServiceNetwork(serviceId);
+    const nameservers = this.nameservers(settings);
+    const policy = networkPolicy(settings, () => nameservers);
     await traffic
-      .addService(serviceId, n.address, { ...trafficLimits(limits), hostVeth: n.hostVeth, netnsName: n.netnsName })
+      .addService(serviceId, n.address, { ...trafficLimits(settings), hostVeth: n.hostVeth, netnsName: n.netnsName, policy })
       .catch((err: unknown) => logger.warn('traffic accounting for a service failed; it runs unaccounted', { serviceId, err }));
-    return { netnsPath: n.netnsPath, address: n.address };
+    return { netnsPath: n.netnsPath, address: n.address, nameservers };
   }
 
   async remove(serviceId: string): Promise<void> {

@@ -117,3 +117,15 @@ export function countingBytes(table: SavedTable | undefined): Map<string, bigint
   for (const r of table.rules) if (r.target === null) out.set(r.chain, (out.get(r.chain) ?? 0n) + r.bytes);
   return out;
 }
+
+/**
+ * Packets each chain dropped or refused: the sum of the packet counters of its DROP and REJECT
+ * rules (the policy chains' denials). Chains without such rules map to 0n; absent chains are absent.
+ */
+export function droppedPackets(table: SavedTable | undefined): Map<string, bigint> {
+  const out = new Map<string, bigint>();
+  if (!table) return out;
+  for (const name of table.chains.keys()) out.set(name, 0n);
+  for (const r of table.rules) if (r.target === 'DROP' || r.target === 'REJECT') out.set(r.chain, (out.get(r.chain) ?? 0n) + r.packets);
+  return out;
+}

@@ -3,7 +3,7 @@
  * script that turns the current filter table into that.
  */
 import { normalizeCidr } from '../net/ipv4.js';
-import type { SavedTable } from './parse.js';
+import type { SavedRuleset, SavedTable } from './parse.js';
 import { forwardChain, isSmdChain, systemChain, type Direction } from './naming.js';
 
 export interface DesiredChain {
@@ -12,6 +12,8 @@ export interface DesiredChain {
   rules: string[];
   /** The rule that jumps here: in a built-in chain (inserted first) or in a dispatch chain (appended). */
   hook: { chain: string; spec: string };
+  /** Any change rebuilds the chain (no DROP edited in place): its counters are read as a sum that must restart at 0. */
+  rebuildOnChange?: boolean;
 }
 
 const DROP = /(^|\s)-j DROP$/;
@@ -57,7 +59,7 @@ export interface Plan {
   removed: string[];
 }
 
-const BUILTIN = ['INPUT', 'FORWARD', 'OUTPUT'];
+const BUILTIN = ['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POSTROUTING'];
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
@@ -72,6 +74,29 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
  * `removeOthers`, every other smd chain (and its hooks) is deleted.
  */
 export function planRules(current: SavedTable | undefined, desired: readonly DesiredChain[], opts: { removeOthers?: boolean; remove?: readonly string[] } = {}): Plan {
+  const p = planTable(current, desired, opts);
+  if (p.body.length === 0) return { script: null, rebuilt: p.rebuilt, removed: p.removed };
+  return { script: ['*filter', ...p.body, 'COMMIT', ''].join('\n'), rebuilt: p.rebuilt, removed: p.removed };
+}
+
+/**
+ * planRules over several tables (filter and nat): one script, one iptables-restore, each table
+ * committed in it. `rebuilt` and `removed` name chains of every table (their names are distinct).
+ */
+export function planRuleset(current: SavedRuleset, desired: Readonly<Record<string, readonly DesiredChain[]>>, opts: { removeOthers?: boolean; remove?: readonly string[] } = {}): Plan {
+  const lines: string[] = [];
+  const rebuilt: string[] = [];
+  const removed: string[] = [];
+  for (const [table, chains] of Object.entries(desired)) {
+    const p = planTable(current.get(table), chains, opts);
+    rebuilt.push(...p.rebuilt);
+    removed.push(...p.removed);
+    if (p.body.length) lines.push(`*${table}`, ...p.body, 'COMMIT');
+  }
+  return { script: lines.length ? [...lines, ''].join('\n') : null, rebuilt, removed };
+}
+
+function planTable(current: SavedTable | undefined, desired: readonly DesiredChain[], opts: { removeOthers?: boolean; remove?: readonly string[] }): { body: string[]; rebuilt: string[]; removed: string[] } {
   const declare: string[] = [];
   const edits: string[] = [];
   const hooksDel: string[] = [];
@@ -103,7 +128,7 @@ export function planRules(current: SavedTable | undefined, desired: readonly Des
     if (exists && sameList(have, d.rules)) continue;
     const haveNoDrop = have.filter((s) => !DROP.test(s));
     const wantNoDrop = d.rules.filter((s) => !DROP.test(s));
-    if (exists && sameList(haveNoDrop, wantNoDrop)) {
+    if (exists && !d.rebuildOnChange && sameList(haveNoDrop, wantNoDrop)) {
       for (const s of have) if (DROP.test(s)) edits.push(`-D ${d.name} ${s}`);
       d.rules.forEach((s, i) => {
         if (DROP.test(s)) edits.push(`-I ${d.name} ${i + 1} ${s}`);
@@ -136,7 +161,5 @@ export function planRules(current: SavedTable | undefined, desired: readonly Des
     removed.push(name);
   }
 
-  const body = [...declare, ...hooksDel, ...edits, ...hooksAdd, ...drop];
-  if (body.length === 0) return { script: null, rebuilt, removed };
-  return { script: ['*filter', ...body, 'COMMIT', ''].join('\n'), rebuilt, removed };
+  return { body: [...declare, ...hooksDel, ...edits, ...hooksAdd, ...drop], rebuilt, removed };
 }

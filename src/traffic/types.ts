@@ -1,5 +1,6 @@
 /** What the traffic domain answers and accepts. */
 import type { Direction } from './naming.js';
+import type { NetworkPolicy } from './policy-schema.js';
 
 export interface TrafficLimits {
   /** Bytes per period; null or 0: no limit. */
@@ -15,6 +16,8 @@ export interface ServiceTrafficOptions extends TrafficLimits {
   hostVeth?: string;
   /** The service's namespace name (upload shaping). */
   netnsName?: string;
+  /** Exposed ports, traffic rules and egress default (absent: none, egress allowed). */
+  policy?: NetworkPolicy;
 }
 
 export interface TrafficRow {
@@ -24,5 +27,7 @@ export interface TrafficRow {
   bytes: number;
   limit: number | null;
   blocked: boolean;
+  /** Packets the service's network policy dropped or refused in this direction, this period. */
+  dropped: number;
   periodStart: number;
 }

@@ -163,6 +163,12 @@ export class FakeHost implements HostProvisioning {
   readText() {
     return null;
   }
+  files = new Map<string, string>();
+  async writeInPlace(path: string, text: string) {
+    if (this.files.get(path) === text) return false;
+    this.files.set(path, text);
+    return true;
+  }
 }
 
 export class FakeLayers {

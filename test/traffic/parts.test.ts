@@ -44,6 +44,7 @@ t.test('ServiceNetworks: accounting failures never fail the service; health join
   let trafficOk = true;
   const networks = new ServiceNetworks({
     logger: createLogger('debug', (l) => lines.push(l)),
+    nameservers: () => ['192.0.2.53'],
     network: {
       ensureBridge: async () => {
         calls.push('bridge');
@@ -72,7 +73,7 @@ t.test('ServiceNetworks: accounting failures never fail the service; health join
   });
   await networks.start();
   t.same(calls.splice(0), ['traffic', 'bridge'], 'accounting first, then the bridge; a bridge failure is logged');
-  t.same(await networks.ensure('a', { dlLimit: 9 }), { netnsPath: '/run/netns/ns', address: '172.30.0.2' });
+  t.same(await networks.ensure('a', { dlLimit: 9 }), { netnsPath: '/run/netns/ns', address: '172.30.0.2', nameservers: ['192.0.2.53'] }, "the device's resolvers by default");
   t.match(calls.splice(0), ['net a', /^account a 172\.30\.0\.2 .*"dlLimit":9.*"hostVeth":"veth0","netnsName":"ns"/]);
   await networks.remove('a');
   t.same(calls.splice(0), ['unnet a'], 'the network goes even when the chains could not');

@@ -303,9 +303,9 @@ t.test('smctl traffic table', async (t) => {
   const { renderTraffic } = await import('../../src/cli/traffic.js');
   const text = renderTraffic([
     { chain: 'SMD_SYSTEM_IN', serviceId: null, direction: 'in', bytes: 2048, limit: null, blocked: false, periodStart: Date.UTC(2030, 0, 1) },
-    { chain: 'SMD_AAAAAAAAAAAA_OUT', serviceId: 'svc', direction: 'out', bytes: 5 * 1024 * 1024, limit: 4 * 1024 * 1024, blocked: true, periodStart: Date.UTC(2030, 0, 1) },
+    { chain: 'SMD_AAAAAAAAAAAA_OUT', serviceId: 'svc', direction: 'out', bytes: 5 * 1024 * 1024, limit: 4 * 1024 * 1024, blocked: true, dropped: 17, periodStart: Date.UTC(2030, 0, 1) },
   ]);
-  t.match(text, /^SERVICE\s+DIRECTION\s+BYTES\s+LIMIT\s+BLOCKED\s+SINCE\s+CHAIN/);
-  t.match(text, /\(system\)\s+in \(download\)\s+2\.0 KiB\s+-\s+2030-01-01T00:00:00Z/);
-  t.match(text, /svc\s+out \(upload\)\s+5\.0 MiB\s+4\.0 MiB\s+BLOCKED/);
+  t.match(text, /^SERVICE\s+DIRECTION\s+BYTES\s+LIMIT\s+BLOCKED\s+DROPPED\s+SINCE\s+CHAIN/);
+  t.match(text, /\(system\)\s+in \(download\)\s+2\.0 KiB\s+-\s+-\s+2030-01-01T00:00:00Z/);
+  t.match(text, /svc\s+out \(upload\)\s+5\.0 MiB\s+4\.0 MiB\s+BLOCKED\s+17 pkt/, 'dropped packets of the policy');
 });

@@ -6,11 +6,8 @@
  * defaults). Then systemd restarts it, and a report says it runs again.
  */
 import t from 'tap';
-import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
-import { buildExampleImages, startDaemon, tempDir } from '../helpers/daemon.js';
-import { startMosquitto, type Received } from '../helpers/mosquitto.js';
-import { startSandbox } from '../helpers/sandbox.js';
+import { startFleetDevice } from '../helpers/fleet.js';
+import type { Received } from '../helpers/mosquitto.js';
 
 interface Report {
   services: { id: string; state: number; status: number }[];
@@ -23,25 +20,8 @@ interface FleetEvent {
 const json = <T>(m: Received) => JSON.parse(m.text) as T;
 
 t.test('a service crash shows up in events and reported within 2 s', async (t) => {
-  const sb = await startSandbox(t);
-  const dir = tempDir(t);
-  const broker = await startMosquitto(t, sb, dir);
-  const img = buildExampleImages(join(dir, 'images')).byName;
-  const passwordFile = join(dir, 'smd-password');
-  writeFileSync(passwordFile, `${broker.password}\n`, { mode: 0o600 });
-  const base = 'smd/crash1';
-  const topic = (n: string) => `${base}/${n}`;
-  const fleet = { url: `mqtt://127.0.0.1:${broker.port}`, deviceId: 'crash1', username: broker.user, passwordFile };
   // restartSec 3: systemd brings it back after the window the report must fall in.
-  const d = await startDaemon(t, { sandbox: sb, config: { fleet, systemd: { restart: { restartSec: 3 } } } });
-  t.teardown(() => {
-    if (!t.passing()) console.error(`--- smd output (tail) ---\n${d.output().slice(-6000)}\n--- mosquitto ---\n${broker.output().slice(-3000)}`);
-  });
-  const c = await d.client();
-  const watch = await broker.client([`${base}/#`]);
-  await watch.waitFor((m) => m.topic === topic('online') && m.text === 'true', 20_000, 'online true');
-  const op = await c.call<{ state: string; error: unknown }>('services.install', { image: img['hello-http-v1']!, wait: true });
-  t.equal(op.state, 'succeeded', JSON.stringify(op.error));
+  const { sb, client: c, watch, topic } = await startFleetDevice(t, 'crash1', { config: { systemd: { restart: { restartSec: 3 } } } });
   const running = (r: Report) => r.services.find((s) => s.id === 'hello-http')?.state === 1;
   await watch.waitFor((m) => m.topic === topic('reported') && running(json<Report>(m)), 10_000, 'a report with hello-http running');
   const mark = watch.messages.length;

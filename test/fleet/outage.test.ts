@@ -5,11 +5,8 @@
  * the consumer de-duplicates by id). The 30 s is waited on the clock; the rest is quick.
  */
 import t from 'tap';
-import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
-import { buildExampleImages, startDaemon, tempDir } from '../helpers/daemon.js';
-import { startMosquitto, type Received } from '../helpers/mosquitto.js';
-import { startSandbox } from '../helpers/sandbox.js';
+import { startFleetDevice } from '../helpers/fleet.js';
+import type { Received } from '../helpers/mosquitto.js';
 
 interface FleetEvent {
   id: number;
@@ -26,26 +23,9 @@ const OUTAGE_MS = 30_000;
 const CYCLES = 6;
 
 t.test('broker down for 30 s: the events of that time arrive in order, none lost', async (t) => {
-  const sb = await startSandbox(t);
-  const dir = tempDir(t);
-  const broker = await startMosquitto(t, sb, dir);
-  const img = buildExampleImages(join(dir, 'images')).byName;
-  const passwordFile = join(dir, 'smd-password');
-  writeFileSync(passwordFile, `${broker.password}\n`, { mode: 0o600 });
-  const base = 'smd/out1';
-  const topic = (n: string) => `${base}/${n}`;
   // A short backoff cap, so the return is seen within seconds, not a minute.
-  const fleet = { url: `mqtt://127.0.0.1:${broker.port}`, deviceId: 'out1', username: broker.user, passwordFile, reconnect: { minMs: 200, maxMs: 2000 } };
-  const d = await startDaemon(t, { sandbox: sb, config: { fleet } });
-  t.teardown(() => {
-    if (!t.passing()) console.error(`--- smd output (tail) ---\n${d.output().slice(-6000)}\n--- mosquitto ---\n${broker.output().slice(-3000)}`);
-  });
-  const c = await d.client();
+  const { broker, daemon: d, client: c, watch, base, topic } = await startFleetDevice(t, 'out1', { fleet: { reconnect: { minMs: 200, maxMs: 2000 } } });
   const status = () => c.call<FleetStatus>('fleet.status');
-  const watch = await broker.client([`${base}/#`]);
-  await watch.waitFor((m) => m.topic === topic('online') && m.text === 'true', 20_000, 'online true');
-  const op = await c.call<{ state: string; error: unknown }>('services.install', { image: img['hello-http-v1']!, wait: true });
-  t.equal(op.state, 'succeeded', JSON.stringify(op.error));
   const events = (ms: Received[]) => ms.filter((m) => m.topic === topic('events')).map((m) => ({ e: JSON.parse(m.text) as FleetEvent, text: m.text }));
   await watch.waitFor((m) => m.topic === topic('events') && /"type":"service".*"state":1/.test(m.text), 10_000, 'the install on events');
   const until = async (what: string, pred: () => Promise<boolean>, timeoutMs = 15_000) => {

@@ -12,7 +12,7 @@
  */
 import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { and, eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { evaluateRules, rulesFromColumn, type AlertRule, type Metric, type RuleState, type Values } from '../alerts/rules.js';
 import type { AlertStore, NewAlert } from '../alerts/store.js';
 import type { Db } from '../db/database.js';
@@ -116,6 +116,7 @@ export class Monitor {
   /** Rule states per service id. */
   private readonly ruleStates = new Map<string, Map<string, RuleState>>();
   private readonly cgroups: CgroupReader;
+  private queries: ReturnType<Monitor['prepareQueries']> | null = null;
   /** Parsed alertRules by column text (zod per row per sample was a visible share of a sample). */
   private readonly rulesCache = new Map<string | null, ReturnType<typeof rulesFromColumn>>();
 
@@ -179,17 +180,10 @@ export class Monitor {
   private async sample(): Promise<void> {
     const t0 = performance.now();
     const now = this.now();
-    const db = this.opts.db;
-    const rows = db.select({ id: services.id, unit: services.unit, alertRules: services.alertRules, storageLimit: services.storageLimit, stateLimit: services.stateLimit }).from(services).all();
-    const current = db.select({ u: configTable.currentUsers }).from(configTable).get()?.u ?? '[]';
-    const folders = new Map(
-      db
-        .select({ id: users.serviceid, folder: users.storageFolder })
-        .from(users)
-        .where(and(eq(users.users, current)))
-        .all()
-        .map((r) => [r.id, r.folder]),
-    );
+    const q = (this.queries ??= this.prepareQueries());
+    const rows = q.rows.all();
+    const current = q.currentUsers.get()?.u ?? '[]';
+    const folders = new Map(q.folders.all({ users: current }).map((r) => [r.id, r.folder]));
 
     // ONE systemd call for every unit.
     const unitNames = rows.map((r) => r.unit ?? `smd-${r.id}.service`);
@@ -279,6 +273,20 @@ export class Monitor {
         this.log.error('after-sample hook failed', { error: err });
       }
     }
+  }
+
+  /** The sample's reads, prepared once (drizzle re-builds an unprepared query on every call). */
+  private prepareQueries() {
+    const db = this.opts.db;
+    return {
+      rows: db.select({ id: services.id, unit: services.unit, alertRules: services.alertRules, storageLimit: services.storageLimit, stateLimit: services.stateLimit }).from(services).prepare(),
+      currentUsers: db.select({ u: configTable.currentUsers }).from(configTable).prepare(),
+      folders: db
+        .select({ id: users.serviceid, folder: users.storageFolder })
+        .from(users)
+        .where(eq(users.users, sql.placeholder('users')))
+        .prepare(),
+    };
   }
 
   private evaluate(serviceId: string, rules: AlertRule[], u: ServiceUsage, now: number): NewAlert[] {

@@ -71,7 +71,8 @@ export class Http {
    */
   async request(url: URL, init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal; trustOf?: string; bulk?: boolean } = {}): Promise<Response> {
     this.checkScheme(url);
-    const undici = await (this.undici ??= import('undici'));
+    // A CommonJS package: bundled, its exports may sit under `default`.
+    const undici = await (this.undici ??= import('undici').then((m) => ((m as unknown as { default?: Undici }).default ?? m)));
     try {
       const r = await undici.request(url, {
         method: init.method ?? 'GET',

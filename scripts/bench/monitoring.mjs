@@ -93,7 +93,7 @@ async function main() {
       if (n === 200) figures.push(figure(`sample with ${n} units, absolute`, median(sample), 'ms', { target: '<= 30' }));
       figures.push(figure(`CPU per sample with ${n} units (monitor ${selfMs.toFixed(2)} ms + systemd and dbus-daemon)`, cpuMs, 'ms', { units: n }));
       figures.push(figure(`CPU share of monitoring with ${n} units at the default ${DEFAULT_INTERVAL_MS / 1000} s interval`, (100 * cpuMs) / DEFAULT_INTERVAL_MS, '% of one CPU', { units: n }));
-      figures.push(figure(`systemd getUnits for ${n} units (inside the sample)`, median(systemdCall), 'ms', { units: n }));
+      figures.push(figure(`systemd call for ${n} units (inside the sample)`, median(systemdCall), 'ms', { units: n }));
       figures.push(figure(`systemctl show per unit, ${n} units (baseline)`, b, 'ms', { units: n }));
     }
   } finally {

@@ -2,16 +2,17 @@
  * Periodic sampling of every service's resource use and of the device, with the services' alert
  * rules evaluated on each sample.
  *
- * One sample = ONE systemd call for all units (`getUnits`: one ListUnitsByNames plus pipelined
- * property Gets on the same connection), the units' cgroup files for what systemd does not
- * report (CPU, and memory where the memory controller is not delegated), the storage folders
- * (statfs for quota mounts, a bounded walk otherwise, at most every `storageIntervalMs`), the
- * state files (one stat each), and /proc/stat, /proc/meminfo and statfs(dataDir) for the device.
+ * One sample = ONE systemd call for all units (`sampleUnits`: one ListUnitsByNames; main PID,
+ * restarts and the cgroup path come from the adapter's cache, read over D-Bus once per
+ * activation), memory, tasks and CPU from the units' cgroup files (cgroup.ts: resolved once per
+ * cgroup path, kept open, one pread per number), the storage folders (statfs for quota mounts, a
+ * bounded walk otherwise, at most every `storageIntervalMs`), the state files (one stat each),
+ * and /proc/stat, /proc/meminfo and statfs(dataDir) for the device.
  * Samples never overlap: the next one is scheduled when the previous one has finished.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { and, eq } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import { evaluateRules, rulesFromColumn, type AlertRule, type Metric, type RuleState, type Values } from '../alerts/rules.js';
 import type { AlertStore, NewAlert } from '../alerts/store.js';
 import type { Db } from '../db/database.js';
@@ -20,8 +21,8 @@ import { notFound } from '../errors.js';
 import { mountPoints } from '../fs/mounts.js';
 import { statfsUsage } from '../fs/quota.js';
 import type { Logger } from '../log.js';
-import type { SystemdAdapter, UnitView } from '../systemd/types.js';
-import { readUnitCgroup, type CgroupPaths, type CgroupUsage } from './cgroup.js';
+import type { UnitSample, UnitSampler } from '../systemd/types.js';
+import { CgroupReader, readPath, readUnitCgroup, type CgroupLayout, type CgroupPaths, type CgroupUsage } from './cgroup.js';
 import { cpuBusyPercent, cpuPercentOfOne, parseMeminfo, parseProcStat, type CpuTimes } from './proc.js';
 import { folderUsage, type FolderUsage } from './storage.js';
 
@@ -29,7 +30,7 @@ export interface ServiceUsage {
   serviceId: string;
   unit: string;
   activeState: string | null;
-  /** bytes; systemd's MemoryCurrent, else from the cgroup (see cgroup.ts); null if unknown */
+  /** bytes, from the unit's cgroup (see cgroup.ts); null if unknown */
   memory: number | null;
   tasks: number | null;
   /** Automatic restarts counted by systemd (NRestarts); null if unknown. */
@@ -69,7 +70,7 @@ export interface MonitoringSnapshot {
 
 export interface MonitorOptions {
   db: Db;
-  systemd: Pick<SystemdAdapter, 'getUnits'>;
+  systemd: UnitSampler;
   logger: Logger;
   /** The data directory whose disk is reported. */
   dataDir: string;
@@ -86,7 +87,7 @@ export interface MonitorOptions {
   stateFileOf?: (serviceId: string, storageFolder: string) => string | null;
   /** Upload/download totals of the current traffic period per service (e.g. from the traffic monitor). */
   trafficTotals?: () => ReadonlyMap<string, { upload: number | null; download: number | null }>;
-  cgroup?: CgroupPaths;
+  cgroup?: CgroupPaths & { layout?: CgroupLayout };
   procRoot?: string;
   /**
    * Run after each sample with the new snapshot (e.g. the metrics textfile); awaited, so the next
@@ -94,8 +95,6 @@ export interface MonitorOptions {
    */
   afterSample?: (snapshot: MonitoringSnapshot) => void | Promise<void>;
 }
-
-const CGROUP_BATCH = 32;
 
 interface Prev {
   cpuUsageNs: number | null;
@@ -116,12 +115,17 @@ export class Monitor {
   private readonly storageCache = new Map<string, { at: number; usage: FolderUsage }>();
   /** Rule states per service id. */
   private readonly ruleStates = new Map<string, Map<string, RuleState>>();
+  private readonly cgroups: CgroupReader;
+  private queries: ReturnType<Monitor['prepareQueries']> | null = null;
+  /** Parsed alertRules by column text (zod per row per sample was a visible share of a sample). */
+  private readonly rulesCache = new Map<string | null, ReturnType<typeof rulesFromColumn>>();
 
   constructor(private readonly opts: MonitorOptions) {
     this.intervalMs = opts.intervalMs ?? 10_000;
     this.storageIntervalMs = opts.storageIntervalMs ?? Math.max(this.intervalMs, 60_000);
     this.now = opts.now ?? Date.now;
     this.log = opts.logger.child({ component: 'monitoring' });
+    this.cgroups = new CgroupReader({ ...opts.cgroup, ...(opts.procRoot ? { procRoot: opts.procRoot } : {}) });
     this.snapshot = { sampledAt: null, intervalMs: this.intervalMs, cost: { systemdMs: null, totalMs: null, units: 0 }, systemdError: null, device: { cpu: null, cpuCount: null, memory: null, disk: null }, services: [] };
   }
 
@@ -144,6 +148,7 @@ export class Monitor {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.inFlight;
+    this.cgroups.close();
   }
 
   /** Takes one sample (joins one already in flight). Never rejects: failures are logged and reported. */
@@ -175,27 +180,20 @@ export class Monitor {
   private async sample(): Promise<void> {
     const t0 = performance.now();
     const now = this.now();
-    const db = this.opts.db;
-    const rows = db.select({ id: services.id, unit: services.unit, alertRules: services.alertRules, storageLimit: services.storageLimit, stateLimit: services.stateLimit }).from(services).all();
-    const current = db.select({ u: configTable.currentUsers }).from(configTable).get()?.u ?? '[]';
-    const folders = new Map(
-      db
-        .select({ id: users.serviceid, folder: users.storageFolder })
-        .from(users)
-        .where(and(eq(users.users, current)))
-        .all()
-        .map((r) => [r.id, r.folder]),
-    );
+    const q = (this.queries ??= this.prepareQueries());
+    const rows = q.rows.all();
+    const current = q.currentUsers.get()?.u ?? '[]';
+    const folders = new Map(q.folders.all({ users: current }).map((r) => [r.id, r.folder]));
 
     // ONE systemd call for every unit.
     const unitNames = rows.map((r) => r.unit ?? `smd-${r.id}.service`);
-    let views: UnitView[] | null = null;
+    let views: UnitSample[] | null = null;
     let systemdMs: number | null = null;
     let systemdError: string | null = null;
     if (unitNames.length > 0) {
       const s0 = performance.now();
       try {
-        views = await this.opts.systemd.getUnits(unitNames);
+        views = await this.opts.systemd.sampleUnits(unitNames);
         systemdMs = round(performance.now() - s0);
       } catch (err) {
         systemdError = (err as Error).message;
@@ -203,23 +201,23 @@ export class Monitor {
       }
     }
 
-    const mounts = new Set(await mountPoints().catch(() => [] as string[]));
+    const mounts = folders.size > 0 ? new Set(await mountPoints().catch(() => [] as string[])) : new Set<string>();
     const traffic = this.opts.trafficTotals?.();
     const out: ServiceUsage[] = [];
     const alerts: NewAlert[] = [];
     const seen = new Set<string>();
-    const isActive = (v: UnitView | null) => (v ? v.activeState === 'active' || v.activeState === 'reloading' || v.activeState === 'deactivating' : false);
-    // Cgroup files of all active units, read concurrently in bounded batches (small reads, many units).
-    const cgPaths = { ...this.opts.cgroup, ...(this.opts.procRoot ? { procRoot: this.opts.procRoot } : {}) };
+    const isActive = (v: UnitSample | null) => (v ? v.activeState === 'active' || v.activeState === 'reloading' || v.activeState === 'deactivating' : false);
+    // Cgroup files of the active units: synchronous preads of files kept open (cgroup.ts).
     const cgroups: (CgroupUsage | null)[] = new Array<CgroupUsage | null>(rows.length).fill(null);
-    for (let start = 0; start < rows.length; start += CGROUP_BATCH) {
-      await Promise.all(
-        rows.slice(start, start + CGROUP_BATCH).map(async (_r, k) => {
-          const i = start + k;
-          const v = views?.[i] ?? null;
-          if (isActive(v)) cgroups[i] = await readUnitCgroup(unitNames[i]!, v?.mainPid ?? null, cgPaths);
-        }),
-      );
+    for (let i = 0; i < rows.length; i++) {
+      const v = views?.[i] ?? null;
+      const unit = unitNames[i]!;
+      if (!isActive(v)) {
+        if (views) this.cgroups.forget(unit);
+        continue;
+      }
+      if (v!.controlGroup) cgroups[i] = this.cgroups.read(unit, v!.controlGroup);
+      else cgroups[i] = await readUnitCgroup(unit, v!.mainPid, { ...this.opts.cgroup, ...(this.opts.procRoot ? { procRoot: this.opts.procRoot } : {}) });
     }
     for (const [i, row] of rows.entries()) {
       seen.add(row.id);
@@ -235,15 +233,17 @@ export class Monitor {
       const folder = folders.get(row.id) ?? null;
       const storage = folder ? await this.storageOf(row.id, folder, mounts, now) : null;
       const stateFile = folder ? (this.opts.stateFileOf ?? defaultStateFile)(row.id, folder) : null;
-      const stateBytes = stateFile ? await stat(stateFile).then((s) => s.size, () => null) : null;
+      const stateBytes = stateFile ? (statSync(stateFile, { throwIfNoEntry: false })?.size ?? null) : null;
       const t = traffic?.get(row.id);
-      const { rules, error } = rulesFromColumn(row.alertRules);
+      let parsed = this.rulesCache.get(row.alertRules);
+      if (!parsed) this.rulesCache.set(row.alertRules, (parsed = rulesFromColumn(row.alertRules)));
+      const { rules, error } = parsed;
       const usage: ServiceUsage = {
         serviceId: row.id,
         unit,
         activeState: view?.activeState ?? null,
-        memory: active ? (view?.memoryCurrent ?? cg?.memoryBytes ?? null) : view ? 0 : null,
-        tasks: active ? (view?.tasksCurrent ?? cg?.tasks ?? null) : view ? 0 : null,
+        memory: active ? (cg?.memoryBytes ?? null) : view ? 0 : null,
+        tasks: active ? (cg?.tasks ?? null) : view ? 0 : null,
         restarts: view?.restarts ?? null,
         cpu: active ? cpu : view ? 0 : null,
         cpuUsageNs,
@@ -256,9 +256,12 @@ export class Monitor {
       out.push(usage);
       alerts.push(...this.evaluate(row.id, rules, usage, now));
     }
+    if (this.rulesCache.size > 2 * rows.length + 16) this.rulesCache.clear(); // bounded: texts no row has any more
     for (const id of [...this.prevUnit.keys()]) if (!seen.has(id)) this.prevUnit.delete(id);
     for (const id of [...this.ruleStates.keys()]) if (!seen.has(id)) this.ruleStates.delete(id);
     for (const id of [...this.storageCache.keys()]) if (!seen.has(id)) this.storageCache.delete(id);
+    const units = new Set(unitNames);
+    for (const unit of this.cgroups.openUnits()) if (!units.has(unit)) this.cgroups.forget(unit);
 
     const device = await this.device();
     this.snapshot = { sampledAt: now, intervalMs: this.intervalMs, cost: { systemdMs, totalMs: round(performance.now() - t0), units: unitNames.length }, systemdError, device, services: out };
@@ -270,6 +273,20 @@ export class Monitor {
         this.log.error('after-sample hook failed', { error: err });
       }
     }
+  }
+
+  /** The sample's reads, prepared once (drizzle re-builds an unprepared query on every call). */
+  private prepareQueries() {
+    const db = this.opts.db;
+    return {
+      rows: db.select({ id: services.id, unit: services.unit, alertRules: services.alertRules, storageLimit: services.storageLimit, stateLimit: services.stateLimit }).from(services).prepare(),
+      currentUsers: db.select({ u: configTable.currentUsers }).from(configTable).prepare(),
+      folders: db
+        .select({ id: users.serviceid, folder: users.storageFolder })
+        .from(users)
+        .where(eq(users.users, sql.placeholder('users')))
+        .prepare(),
+    };
   }
 
   private evaluate(serviceId: string, rules: AlertRule[], u: ServiceUsage, now: number): NewAlert[] {
@@ -297,11 +314,10 @@ export class Monitor {
 
   private async device(): Promise<DeviceUsage> {
     const proc = this.opts.procRoot ?? '/proc';
-    const [statText, memText, disk] = await Promise.all([
-      readFile(join(proc, 'stat'), 'utf8').catch(() => null),
-      readFile(join(proc, 'meminfo'), 'utf8').catch(() => null),
-      statfsUsage(this.opts.dataDir).catch(() => null),
-    ]);
+    // Small in-kernel files: one synchronous read each beats a thread-pool round trip.
+    const statText = readPath(join(proc, 'stat'));
+    const memText = readPath(join(proc, 'meminfo'));
+    const disk = await statfsUsage(this.opts.dataDir).catch(() => null);
     const times = statText ? parseProcStat(statText) : null;
     const cpu = cpuBusyPercent(this.prevDeviceCpu, times);
     this.prevDeviceCpu = times;

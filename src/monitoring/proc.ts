@@ -74,6 +74,14 @@ export function parseStatusRss(text: string): number | null {
   return m ? Number(m[1]) * 1024 : null;
 }
 
+/** Resident memory of one process from /proc/<pid>/statm (its 2nd field, pages), bytes; same figure as VmRSS, cheaper to read. */
+export function parseStatmRss(text: string, pageSize = 4096): number | null {
+  const f = text.split(' ');
+  if (f.length < 2) return null;
+  const pages = Number(f[1]);
+  return Number.isFinite(pages) && f[1] !== '' ? pages * pageSize : null;
+}
+
 /** Percent of one CPU used between two cumulative usage readings (ns) over `wallMs`. */
 export function cpuPercentOfOne(prevNs: number | null | undefined, curNs: number | null, wallMs: number): number | null {
   if (prevNs === null || prevNs === undefined || curNs === null || wallMs <= 0 || curNs < prevNs) return null;

@@ -106,11 +106,17 @@ export class RpcServer {
       if (closing) return;
       const { lines, overflow } = framer.push(chunk);
       for (const line of lines) {
+        // Synchronous methods are answered at once; the others when their promise settles.
+        const reply = this.dispatcher.dispatch(line, ctx);
+        if (!(reply instanceof Promise)) {
+          if (reply !== null) send(reply);
+          continue;
+        }
         inFlight++;
         if (inFlight >= maxInFlight) socket.pause();
-        void this.dispatcher.handle(line, ctx).then((reply) => {
+        void reply.then((r) => {
           inFlight--;
-          if (reply !== null) send(reply);
+          if (r !== null) send(r);
           if (inFlight < maxInFlight && !closing) socket.resume();
           endWhenAnswered();
         });

@@ -14,10 +14,10 @@ import { SystemdLink } from './connection.js';
 import { unavailable, type DbusSignal } from './dbus.js';
 import { UnitJobs } from './jobs.js';
 import { SD_MANAGER } from './props.js';
-import type { JobOutcome, JobResult, SystemdAdapter, SystemdEvents, SystemdHealth, UnitState, UnitView } from './types.js';
+import type { JobOutcome, JobResult, SystemdAdapter, SystemdEvents, SystemdHealth, UnitSample, UnitSampler, UnitState, UnitView } from './types.js';
 import { UnitCache } from './units.js';
 
-export type { JobOutcome, JobResult, SystemdAdapter, SystemdEvents, SystemdHealth, UnitChange, UnitState, UnitView } from './types.js';
+export type { JobOutcome, JobResult, SystemdAdapter, SystemdEvents, SystemdHealth, UnitChange, UnitSample, UnitSampler, UnitState, UnitView } from './types.js';
 export { unitObjectPath, unitNameFromPath, u64, usecToMs } from './props.js';
 
 export interface SystemdManagerOptions {
@@ -42,7 +42,7 @@ export interface SystemdManagerOptions {
   backoffMs?: { initial: number; max: number };
 }
 
-export class SystemdManager extends EventEmitter<SystemdEvents> implements SystemdAdapter {
+export class SystemdManager extends EventEmitter<SystemdEvents> implements SystemdAdapter, UnitSampler {
   private readonly log: Logger;
   private readonly link: SystemdLink;
   private readonly units: UnitCache;
@@ -136,6 +136,11 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements Syste
   /** Many views at once: one ListUnitsByNames for the states, then the per-unit numbers. */
   getUnits(names: readonly string[]): Promise<UnitView[]> {
     return this.units.getUnits(names);
+  }
+
+  /** The monitoring view: one ListUnitsByNames; per-unit reads only once per activation (units.ts). */
+  sampleUnits(names: readonly string[]): Promise<UnitSample[]> {
+    return this.units.sampleUnits(names);
   }
 
   listUnits(): Promise<UnitState[]> {

@@ -28,6 +28,27 @@ export interface UnitView extends UnitState {
   tasksCurrent: number | null;
 }
 
+/**
+ * What a monitoring sample needs of a unit that files do not tell: its state (one
+ * ListUnitsByNames per sample), and from the state cache (kept by signals, read over D-Bus once
+ * per activation) its main PID, restarts and cgroup path.
+ */
+export interface UnitSample {
+  unit: string;
+  loadState: string | null;
+  activeState: string;
+  subState: string;
+  mainPid: number | null;
+  restarts: number | null;
+  /** systemd's ControlGroup (relative to the hierarchy root); null when it has none (not running). */
+  controlGroup: string | null;
+}
+
+/** The one call a monitoring sample makes. */
+export interface UnitSampler {
+  sampleUnits(names: readonly string[]): Promise<UnitSample[]>;
+}
+
 export type UnitChangeCause = 'signal' | 'job' | 'resync';
 
 export interface UnitChange {

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { SystemdLink } from './connection.js';
 import { isSmError } from '../errors.js';
 import { applyService, applyUnit, checkUnitName, newRecord, PROPS, publicState, SD_SERVICE, SD_UNIT, str, num, u64, unitNameFromPath, unitObjectPath, UNIT_PATH_PREFIX, usecToMs, type UnitRecord } from './props.js';
-import type { UnitChange, UnitState, UnitView } from './types.js';
+import type { UnitChange, UnitSample, UnitState, UnitView } from './types.js';
 import { variantValue, type DbusSignal } from './dbus.js';
 
 export interface UnitCacheOptions {
@@ -19,8 +19,20 @@ export interface UnitCacheOptions {
   onResynced: (units: UnitState[]) => void;
 }
 
+/** Per unit, what a sample read over D-Bus once for the unit's current activation. */
+interface SampleProps {
+  controlGroup: string | null;
+}
+
+/** States in which a unit has processes (and a cgroup). */
+const RUNNING_STATES = new Set(['active', 'reloading', 'deactivating', 'activating']);
+
 export class UnitCache {
   private readonly units = new Map<string, UnitRecord>();
+  /** Read once per activation; dropped on every state change of the unit and on resync. */
+  private readonly sampleProps = new Map<string, SampleProps>();
+  /** Bumped on every state change and resync: props read across a bump are not kept. */
+  private generation = 0;
 
   constructor(private readonly opts: UnitCacheOptions) {}
 
@@ -44,9 +56,12 @@ export class UnitCache {
 
   forget(name: string): void {
     this.units.delete(name);
+    this.sampleProps.delete(name);
   }
 
   emitChange(rec: UnitRecord, cause: UnitChange['cause'], job?: UnitChange['job']): void {
+    this.sampleProps.delete(rec.unit);
+    this.generation++;
     const change: UnitChange = { unit: rec.unit, state: publicState(rec), cause };
     if (job) change.job = job;
     this.opts.onChange(change);
@@ -104,6 +119,52 @@ export class UnitCache {
     );
   }
 
+  /**
+   * The monitoring view of many units: ONE ListUnitsByNames per call for the states; MainPID,
+   * NRestarts and ControlGroup are read (pipelined Gets) only for a running unit not read since
+   * its last state change — signals keep MainPID and NRestarts current in between, and the cgroup
+   * path of a unit does not change while it runs.
+   */
+  async sampleUnits(names: readonly string[]): Promise<UnitSample[]> {
+    if (names.length === 0) return [];
+    names.forEach(checkUnitName);
+    const [rows] = await this.opts.link.managerCall('ListUnitsByNames', 'as', [[...names]]);
+    const byName = new Map((rows as unknown[][]).map((r) => [String(r[0]), r]));
+    return Promise.all(
+      names.map(async (n): Promise<UnitSample> => {
+        const r = byName.get(n);
+        const activeState = r ? String(r[3]) : 'inactive';
+        const sample: UnitSample = { unit: n, loadState: r ? String(r[2]) : null, activeState, subState: r ? String(r[4]) : 'dead', mainPid: null, restarts: null, controlGroup: null };
+        const own = this.isOwn(n);
+        const rec = own ? this.record(n) : undefined;
+        if (!RUNNING_STATES.has(activeState)) {
+          sample.restarts = rec?.restarts ?? null;
+          return sample;
+        }
+        let props = own ? this.sampleProps.get(n) : undefined;
+        if (!props || !rec) {
+          const generation = this.generation;
+          const get = this.propertyGetter(n);
+          const [mainPid, restarts, cg] = await Promise.all([get(SD_SERVICE, 'MainPID'), get(SD_SERVICE, 'NRestarts'), get(SD_SERVICE, 'ControlGroup')]);
+          props = { controlGroup: str(cg) || null };
+          if (rec) {
+            rec.mainPid = num(mainPid) || null;
+            rec.restarts = num(restarts);
+            // Kept only if no state changed while reading (the next sample reads again otherwise).
+            if (generation === this.generation) this.sampleProps.set(n, props);
+          }
+          sample.mainPid = num(mainPid) || null;
+          sample.restarts = num(restarts);
+        } else {
+          sample.mainPid = rec.mainPid;
+          sample.restarts = rec.restarts;
+        }
+        sample.controlGroup = props.controlGroup;
+        return sample;
+      }),
+    );
+  }
+
   private propertyGetter(name: string) {
     const path = unitObjectPath(name);
     return (iface: string, prop: string) =>
@@ -156,6 +217,8 @@ export class UnitCache {
 
   /** Re-read every smd unit (one ListUnitsByPatterns) and report what changed while we were away. */
   async resync(): Promise<void> {
+    this.sampleProps.clear(); // signals may have been missed: read them again
+    this.generation++;
     const listed = await this.listUnits();
     const seen = new Set<string>();
     for (const s of listed) {

@@ -164,7 +164,7 @@ t.test('systemd unreachable: a sample still reports the device and storage, no c
   t.teardown(close);
   const now = Date.now();
   db.insert(services).values({ id: 'x', version: 1, unit: 'smd-x.service', createdAt: now, updatedAt: now }).run();
-  const broken = { getUnits: async () => Promise.reject(new Error('bus down')) };
+  const broken = { sampleUnits: async () => Promise.reject(new Error('bus down')) };
   const m = new Monitor({ db, systemd: broken, logger: silentLogger, dataDir: dir });
   await m.sampleNow();
   const s = m.get();

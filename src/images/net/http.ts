@@ -7,7 +7,11 @@
  * plain Readable with backpressure.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+
+type Undici = typeof import('undici');
+/** Link errors undici reports by code (its error classes live in the lazily loaded module). */
+const STALL_CODES = new Set(['UND_ERR_BODY_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 import { SmError } from '../../errors.js';
 
 export interface RegistryConfig {
@@ -40,6 +44,11 @@ export class TransientError extends Error {
 
 export class Http {
   private readonly agents = new Map<string, Agent>();
+  /**
+   * undici (~110 modules) is loaded on the first request, not at start: most starts fetch
+   * nothing, and loading it cost a measured share of start-to-READY (scripts/bench/rpc.mjs).
+   */
+  private undici: Promise<Undici> | null = null;
 
   constructor(private readonly opts: HttpOptions) {}
 
@@ -62,11 +71,13 @@ export class Http {
    */
   async request(url: URL, init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal; trustOf?: string; bulk?: boolean } = {}): Promise<Response> {
     this.checkScheme(url);
+    // A CommonJS package: bundled, its exports may sit under `default`.
+    const undici = await (this.undici ??= import('undici').then((m) => ((m as unknown as { default?: Undici }).default ?? m)));
     try {
-      const r = await request(url, {
+      const r = await undici.request(url, {
         method: init.method ?? 'GET',
         headers: init.headers ?? {},
-        dispatcher: this.agent(url, init.trustOf ?? url.host),
+        dispatcher: this.agent(undici, url, init.trustOf ?? url.host),
         // A blob's body is read in 1 MiB pieces rather than undici's default 64 KiB (fewer, bigger writes).
         ...(init.bulk ? { highWaterMark: 1 << 20 } : {}),
         ...(init.signal ? { signal: init.signal } : {}),
@@ -82,7 +93,7 @@ export class Http {
     this.agents.clear();
   }
 
-  private agent(url: URL, trustOf: string): Agent {
+  private agent(undici: Undici, url: URL, trustOf: string): Agent {
     const key = `${url.host} ${trustOf}`;
     let a = this.agents.get(key);
     if (!a) {
@@ -95,7 +106,7 @@ export class Http {
           throw new SmError('INTERNAL', `registries.${trustOf}.ca: cannot read ${cfg.ca}: ${(err as Error).message}`, { host: trustOf });
         }
       }
-      a = new Agent({
+      a = new undici.Agent({
         headersTimeout: this.opts.stallTimeoutMs,
         bodyTimeout: this.opts.stallTimeoutMs,
         connectTimeout: this.opts.stallTimeoutMs,
@@ -115,8 +126,8 @@ export class Http {
 export function classify(err: unknown, host: string): Error {
   if (err instanceof SmError || err instanceof TransientError) return err;
   const e = err as Error & { code?: string };
-  if (e?.name === 'AbortError' || err instanceof undiciErrors.RequestAbortedError) return new SmError('UNAVAILABLE', `download from ${host} was cancelled`, { host: host }, { cause: err });
-  if (err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.ConnectTimeoutError) {
+  if (e?.name === 'AbortError' || e?.code === 'UND_ERR_ABORTED') return new SmError('UNAVAILABLE', `download from ${host} was cancelled`, { host: host }, { cause: err });
+  if (typeof e?.code === 'string' && STALL_CODES.has(e.code)) {
     return new TransientError(`${host}: no data for the stall timeout`, { cause: err });
   }
   if (typeof e?.code === 'string' && /^(ERR_TLS|CERT_|UNABLE_TO_|DEPTH_ZERO|SELF_SIGNED|ERR_SSL)/.test(e.code)) {

@@ -284,7 +284,14 @@ export class CgroupReader {
           if (opened === null) continue; // exited meanwhile
           u.statm.set(pid, (fd = opened));
         }
-        const rss = parseStatmRss(this.preadAll(fd) ?? '', this.machine.pageSize);
+        const text = this.preadAll(fd);
+        if (text === null) {
+          // The process is gone (ESRCH); a new one with its pid is opened afresh next time.
+          closeQuietly(fd);
+          u.statm.delete(pid);
+          continue;
+        }
+        const rss = parseStatmRss(text, this.machine.pageSize);
         if (rss !== null) (sum += rss), (any = true);
       }
       for (const [pid, fd] of u.statm) if (!live.has(pid)) closeQuietly(fd), u.statm.delete(pid);

@@ -108,15 +108,19 @@ export class UnitCache {
   /** Many views at once: one ListUnitsByNames for the states, then the per-unit numbers. */
   async getUnits(names: readonly string[]): Promise<UnitView[]> {
     if (names.length === 0) return [];
+    const states = await this.listStates(names);
+    return Promise.all(names.map((n, i) => this.readView(n, states[i]!)));
+  }
+
+  /** The states of many units in ONE ListUnitsByNames (a unit systemd does not know: not loaded, inactive). */
+  private async listStates(names: readonly string[]): Promise<{ loadState: string | null; activeState: string; subState: string }[]> {
     names.forEach(checkUnitName);
     const [rows] = await this.opts.link.managerCall('ListUnitsByNames', 'as', [[...names]]);
     const byName = new Map((rows as unknown[][]).map((r) => [String(r[0]), r]));
-    return Promise.all(
-      names.map((n) => {
-        const r = byName.get(n);
-        return this.readView(n, { loadState: r ? String(r[2]) : null, activeState: r ? String(r[3]) : 'inactive', subState: r ? String(r[4]) : 'dead' });
-      }),
-    );
+    return names.map((n) => {
+      const r = byName.get(n);
+      return { loadState: r ? String(r[2]) : null, activeState: r ? String(r[3]) : 'inactive', subState: r ? String(r[4]) : 'dead' };
+    });
   }
 
   /**
@@ -127,14 +131,11 @@ export class UnitCache {
    */
   async sampleUnits(names: readonly string[]): Promise<UnitSample[]> {
     if (names.length === 0) return [];
-    names.forEach(checkUnitName);
-    const [rows] = await this.opts.link.managerCall('ListUnitsByNames', 'as', [[...names]]);
-    const byName = new Map((rows as unknown[][]).map((r) => [String(r[0]), r]));
+    const states = await this.listStates(names);
     return Promise.all(
-      names.map(async (n): Promise<UnitSample> => {
-        const r = byName.get(n);
-        const activeState = r ? String(r[3]) : 'inactive';
-        const sample: UnitSample = { unit: n, loadState: r ? String(r[2]) : null, activeState, subState: r ? String(r[4]) : 'dead', mainPid: null, restarts: null, controlGroup: null };
+      names.map(async (n, i): Promise<UnitSample> => {
+        const { activeState } = states[i]!;
+        const sample: UnitSample = { unit: n, ...states[i]!, mainPid: null, restarts: null, controlGroup: null };
         const own = this.isOwn(n);
         const rec = own ? this.record(n) : undefined;
         if (!RUNNING_STATES.has(activeState)) {

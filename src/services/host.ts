@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { ensureOwnedDir } from '../fs/dirs.js';
 import { mountOverlay, mountPoints, unmount } from '../fs/mounts.js';
@@ -61,6 +61,7 @@ export class HostSystem implements HostProvisioning {
   }
 
   async ensureDir(dir: string): Promise<void> {
+    if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return; // as ensureOwnedDir: the usual case, without a thread-pool hop
     await mkdir(dir, { recursive: true });
   }
 

@@ -80,7 +80,7 @@ export class Lifecycle {
     this.ctx.repo.setStartedAt(row.id);
     // The job is done, but a signal handled meanwhile may already say the unit failed: that
     // newer state stays (fault 1 of issue 13).
-    const now = this.ctx.systemd.knownUnits().find((u) => u.unit === row.unit);
+    const now = this.ctx.systemd.knownUnit(row.unit!);
     if (now && mapUnitState(now).state === STATE.failed) this.markState(row.id, STATE.failed, STATUS.error, now);
     else this.markState(row.id, STATE.running, STATUS.ok);
   }

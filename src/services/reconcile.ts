@@ -116,7 +116,7 @@ export class Reconciler {
     const mounted = new Set(await host.mountPoints());
     for (const row of ready) {
       try {
-        const state = this.ctx.systemd.knownUnits().find((u) => u.unit === row.unit);
+        const state = this.ctx.systemd.knownUnit(row.unit!);
         if (!this.lifecycle.shouldRun(row, attached)) {
           // E.g. a users.set interrupted between stopping and starting.
           if (state && state.activeState !== 'inactive' && state.activeState !== 'failed') await this.lifecycle.stopUnit(row);
@@ -142,13 +142,13 @@ export class Reconciler {
     const attached = repo.attachedTo(repo.currentUsers());
     for (const row of repo.all()) {
       if (!this.lifecycle.shouldRun(row, attached)) continue;
-      const state = this.ctx.systemd.knownUnits().find((u) => u.unit === row.unit);
+      const state = this.ctx.systemd.knownUnit(row.unit!);
       if (state?.activeState === 'active' || state?.activeState === 'activating') continue;
       await withService(this.ctx, row.id, async (users) => {
         // Decided before the lock; the user may have stopped it (or users changed) meanwhile.
         const now = repo.find(row.id);
         if (!now || !this.lifecycle.shouldRun(now, repo.attachedTo(users))) return;
-        const unit = this.ctx.systemd.knownUnits().find((u) => u.unit === now.unit);
+        const unit = this.ctx.systemd.knownUnit(now.unit!);
         if (unit?.activeState === 'active' || unit?.activeState === 'activating') return;
         await this.lifecycle.startUnit(now, users);
       }).catch((err: unknown) => this.ctx.logger.warn('could not restart service after resync', { id: row.id, err }));

@@ -151,6 +151,11 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements Syste
     return this.units.knownUnits();
   }
 
+  /** One unit's last known state (a lookup: reconciliation asks it for each of 200 services). */
+  knownUnit(name: string): UnitState | undefined {
+    return this.units.knownUnit(name);
+  }
+
   /** After Subscribe: the reload a writer still owes, then re-read every smd unit. */
   private async attached(): Promise<void> {
     // A failed reload stays owed (reloadOwed) and is retried by the next writer or attach.

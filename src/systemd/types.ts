@@ -112,6 +112,8 @@ export interface SystemdAdapter {
   listUnits(): Promise<UnitState[]>;
   /** The last known state of every smd unit seen (from signals and resyncs), no bus call. */
   knownUnits(): UnitState[];
+  /** The last known state of one unit, no bus call. */
+  knownUnit(name: string): UnitState | undefined;
 
   on<K extends keyof SystemdEvents>(event: K, listener: (...args: SystemdEvents[K]) => void): this;
   off<K extends keyof SystemdEvents>(event: K, listener: (...args: SystemdEvents[K]) => void): this;

@@ -71,6 +71,12 @@ export class UnitCache {
     return [...this.units.values()].map(publicState);
   }
 
+  /** One unit's last known state, without copying all of them. */
+  knownUnit(name: string): UnitState | undefined {
+    const rec = this.units.get(name);
+    return rec ? publicState(rec) : undefined;
+  }
+
   /** ResetFailedUnit succeeded: a failed unit is inactive now. */
   resetFailed(name: string): void {
     const rec = this.units.get(name);

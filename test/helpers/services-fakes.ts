@@ -87,6 +87,9 @@ export class FakeSystemd extends EventEmitter implements SystemdAdapter {
   knownUnits(): UnitState[] {
     return [...this.units.values()];
   }
+  knownUnit(name: string): UnitState | undefined {
+    return this.units.get(name);
+  }
 }
 
 export class FakeHost implements HostProvisioning {

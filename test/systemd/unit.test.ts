@@ -69,6 +69,13 @@ t.test('no value can inject a directive or continue a line', async (t) => {
   t.notOk(/[\x00-\x09\x0b-\x1f]/.test(text), 'no control characters but newlines');
 });
 
+t.test('a directive holding a newline or another control character is refused, naming it', async (t) => {
+  for (const line of ['Nice=1\nUser=root', 'Nice=1\rUser=root', 'Nice=\x7f1', 'Nice=1\x00']) {
+    t.throws(() => renderUnit({ ...base, extraServiceLines: [line] }), { message: /directive contains a control character/, details: { line } }, JSON.stringify(line));
+  }
+  t.match(renderUnit({ ...base, extraServiceLines: ['Nice=1'] }), /^Nice=1$/m, 'a clean directive is kept');
+});
+
 t.test('renderText flattens control characters and doubles %', async (t) => {
   t.equal(renderText('a\nb\tc'), 'a b c');
   t.equal(renderText('50% off'), '50%% off');

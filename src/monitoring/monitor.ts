@@ -111,6 +111,7 @@ export class Monitor {
   private inFlight: Promise<void> | null = null;
   private snapshot: MonitoringSnapshot;
   private prevDeviceCpu: CpuTimes | null = null;
+  private lastDeviceCpu: number | null = null;
   private readonly prevUnit = new Map<string, Prev>();
   private readonly storageCache = new Map<string, { at: number; usage: FolderUsage }>();
   /** Rule states per service id. */
@@ -319,8 +320,11 @@ export class Monitor {
     const memText = readPath(join(proc, 'meminfo'));
     const disk = await statfsUsage(this.opts.dataDir).catch(() => null);
     const times = statText ? parseProcStat(statText) : null;
-    const cpu = cpuBusyPercent(this.prevDeviceCpu, times);
-    this.prevDeviceCpu = times;
+    // Two samples within one clock tick (10 ms) read the same counters: keep the older reading as
+    // the base and report the last figure, not a null, until the counters advance.
+    const noTick = times !== null && this.prevDeviceCpu !== null && times.total === this.prevDeviceCpu.total;
+    const cpu = noTick ? this.lastDeviceCpu : cpuBusyPercent(this.prevDeviceCpu, times);
+    if (!noTick) (this.prevDeviceCpu = times), (this.lastDeviceCpu = cpu);
     const cpuCount = statText ? statText.split('\n').filter((l) => /^cpu\d+ /.test(l)).length || null : null;
     return {
       cpu,

@@ -158,6 +158,29 @@ t.test('cpu from the cgroup; a stopped unit reads zero; the interval loop sample
   t.ok(m.get().device.cpu !== null, 'device CPU from /proc/stat deltas');
 });
 
+t.test('device CPU: samples within one clock tick keep the last figure and the older base', async (t) => {
+  const dir = tempDir(t);
+  const { db, close } = openDatabase(join(dir, 'smd.db'));
+  t.teardown(close);
+  const proc = join(dir, 'proc');
+  mkdirSync(proc);
+  // user nice system idle iowait irq softirq steal
+  const stat = (busy: number, idle: number) => writeFileSync(join(proc, 'stat'), `cpu  ${busy} 0 0 ${idle} 0 0 0 0 0 0\ncpu0 ${busy} 0 0 ${idle} 0 0 0 0 0 0\n`);
+  const m = new Monitor({ db, systemd: { sampleUnits: async () => [] }, logger: silentLogger, dataDir: dir, procRoot: proc });
+  stat(100, 900);
+  await m.sampleNow();
+  t.equal(m.get().device.cpu, null, 'one reading: no delta yet');
+  stat(150, 950);
+  await m.sampleNow();
+  t.equal(m.get().device.cpu, 50, '50 busy of 100 jiffies');
+  await m.sampleNow();
+  t.equal(m.get().device.cpu, 50, 'no tick elapsed: the last figure, not null');
+  stat(175, 1025);
+  await m.sampleNow();
+  t.equal(m.get().device.cpu, 25, 'the delta is taken from the last reading that advanced');
+  t.equal(m.get().device.cpuCount, 1);
+});
+
 t.test('systemd unreachable: a sample still reports the device and storage, no crash', async (t) => {
   const dir = tempDir(t);
   const { db, close } = openDatabase(join(dir, 'smd.db'));

@@ -7,15 +7,12 @@ import { open, stat } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { SmError } from '../errors.js';
+import { invalid } from './documents.js';
 import { normalizeEntryPath } from './paths.js';
 import type { ImageLimits } from './types.js';
 
 export const GZIP_MAGIC = [0x1f, 0x8b] as const;
 const READ_CHUNK = 1 << 20;
-
-export function invalid(message: string, details?: Record<string, unknown>): SmError {
-  return new SmError('INVALID_IMAGE', message, details);
-}
 
 /** Whether a file starts with the gzip magic bytes. */
 export async function isGzipFile(path: string): Promise<boolean> {

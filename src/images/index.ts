@@ -3,8 +3,9 @@
  * registry documents with imageInfoFrom), and extract layers safely from an archive or a blob
  * directory.
  */
-export { readImage, chooseManifest, imageInfoFrom, parseJson, DescriptorSchema, IndexSchema, ManifestSchema, ConfigSchema } from './reader.js';
-export type { Descriptor, Index, Manifest, Config } from './reader.js';
+export { readImage } from './reader.js';
+export { chooseManifest, imageInfoFrom, parseJson, DescriptorSchema, IndexSchema, ManifestSchema, ConfigSchema } from './documents.js';
+export type { Descriptor, Index, Manifest, Config } from './documents.js';
 export { extractLayers } from './extract.js';
 export { createZstdDecompressor, isZstdMagic, ZSTD_MAGIC, ZSTD_MEMORY_LIMIT } from './zstd.js';
 export { DEFAULT_IMAGE_LIMITS, MEDIA_TYPES, LAYER_MEDIA_TYPES } from './types.js';

@@ -32,7 +32,7 @@ import { backoffDelay, bytesOnDisk, downloadBlob, RateLimiter, type DownloadPoli
 import { discard, Http, readCapped, TransientError, type RegistryConfig } from './net/http.js';
 import { parseReference, RegistryClient } from './net/registry.js';
 import { hostArchitecture, sha256Hex } from './paths.js';
-import { chooseManifest, ConfigSchema, imageInfoFrom, IndexSchema, ManifestSchema, parseJson } from './reader.js';
+import { chooseManifest, ConfigSchema, imageInfoFrom, IndexSchema, ManifestSchema, parseJson } from './documents.js';
 import { candidateOf, MAX_SIGNATURE_BYTES, referrerDescriptors, referrersTag, signatureBlobs, signatureTag, subjectOf } from '../trust/discover.js';
 import { Trust } from '../trust/policy.js';
 import type { SignatureCandidate, SignedSubject } from '../trust/verify.js';

@@ -2,7 +2,7 @@
 // manifest choice.
 import t from 'tap';
 import { ancestors, checkSymlinkTarget, classifyWhiteout, normalizeEntryPath, sha256Hex } from '../../src/images/paths.js';
-import { chooseManifest } from '../../src/images/reader.js';
+import { chooseManifest } from '../../src/images/documents.js';
 
 t.test('normalizeEntryPath', async (t) => {
   t.same(normalizeEntryPath('./a/b/'), { ok: true, path: 'a/b' });

@@ -46,5 +46,10 @@ t.test('a service crash shows up in events and reported within 2 s', async (t) =
   t.match(json<FleetEvent>(crashEvent).data, { reason: 'signal' }, 'the event says why');
   // systemd restarts it (restartSec 3): the fleet hears that too.
   await watch.waitFor(after((m) => m.topic === topic('reported') && running(json<Report>(m))), 15_000, 'a report with hello-http running again');
-  t.equal((await c.call<{ live: { activeState: string } }>('services.get', { id: 'hello-http' })).live.activeState, 'active');
+  // The report counts a unit still `activating` (its start job running) as running: wait for
+  // systemd to say active, not one read that may fall inside the start job.
+  const live = async () => (await c.call<{ live: { activeState: string } }>('services.get', { id: 'hello-http' })).live.activeState;
+  let seen = await live();
+  for (const deadline = Date.now() + 10_000; seen === 'activating' && Date.now() < deadline; seen = await live()) await new Promise((r) => setTimeout(r, 50));
+  t.equal(seen, 'active', 'systemd has it active again');
 });

@@ -30,8 +30,13 @@ const noXml2js = {
   },
 };
 
+// Packages only some requests need, kept out of what the daemon loads before READY=1 (each was
+// measured in start to READY, npm run bench -- rpc): a static import of one of them fails the build.
+const NOT_AT_START = ['tar', 'undici', 'mqtt'];
+
 rmSync(outdir, { recursive: true, force: true }); // no stale chunks from an earlier build
-await build({
+const { metafile } = await build({
+  metafile: true,
   plugins: [noXml2js],
   entryPoints: { smd: join(root, 'dist/daemon/main.js'), smctl: join(root, 'dist/cli/main.js') },
   outdir,
@@ -49,3 +54,20 @@ await build({
   logLevel: 'warning',
 });
 for (const bin of ['smd.js', 'smctl.js']) chmodSync(join(outdir, bin), 0o755);
+
+/** The daemon's output files loaded at start: its entry and the chunks it imports statically. */
+function startFiles() {
+  const entry = Object.keys(metafile.outputs).find((f) => metafile.outputs[f].entryPoint?.endsWith('dist/daemon/main.js'));
+  const seen = new Set();
+  for (const todo = [entry]; todo.length; ) {
+    const f = todo.pop();
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const i of metafile.outputs[f].imports) if (i.kind === 'import-statement' && !i.external) todo.push(i.path);
+  }
+  return seen;
+}
+for (const f of startFiles()) {
+  const late = Object.keys(metafile.outputs[f].inputs).filter((i) => NOT_AT_START.some((p) => i.includes(`node_modules/${p}/`)));
+  if (late.length) throw new Error(`the daemon would load ${late[0]} at start (${f}); import it where it is used, with import()`);
+}

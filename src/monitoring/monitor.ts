@@ -111,7 +111,6 @@ export class Monitor {
   private inFlight: Promise<void> | null = null;
   private snapshot: MonitoringSnapshot;
   private prevDeviceCpu: CpuTimes | null = null;
-  private lastDeviceCpu: number | null = null;
   private readonly prevUnit = new Map<string, Prev>();
   private readonly storageCache = new Map<string, { at: number; usage: FolderUsage }>();
   /** Rule states per service id. */
@@ -321,10 +320,10 @@ export class Monitor {
     const disk = await statfsUsage(this.opts.dataDir).catch(() => null);
     const times = statText ? parseProcStat(statText) : null;
     // Two samples within one clock tick (10 ms) read the same counters: keep the older reading as
-    // the base and report the last figure, not a null, until the counters advance.
+    // the base and report the last sample's figure, not a null, until the counters advance.
     const noTick = times !== null && this.prevDeviceCpu !== null && times.total === this.prevDeviceCpu.total;
-    const cpu = noTick ? this.lastDeviceCpu : cpuBusyPercent(this.prevDeviceCpu, times);
-    if (!noTick) (this.prevDeviceCpu = times), (this.lastDeviceCpu = cpu);
+    const cpu = noTick ? this.snapshot.device.cpu : cpuBusyPercent(this.prevDeviceCpu, times);
+    if (!noTick) this.prevDeviceCpu = times;
     const cpuCount = statText ? statText.split('\n').filter((l) => /^cpu\d+ /.test(l)).length || null : null;
     return {
       cpu,
